@@ -1,0 +1,1 @@
+"""Hydra entry points (the library in ``ttc/`` has no Hydra inside)."""

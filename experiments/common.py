@@ -1,0 +1,62 @@
+"""Config → objects, shared by the Hydra entry points; config mistakes become ConfigError."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ttc.errors import ConfigError
+from ttc.models.transformer import TransformerConfig
+from ttc.tasks import make_task
+from ttc.tasks.base import Task
+from ttc.train import TrainConfig
+
+log = logging.getLogger("ttc")
+
+
+def build_task(cfg: DictConfig) -> Task:
+    try:
+        return make_task(**OmegaConf.to_container(cfg.task, resolve=True))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"task: {e}") from None
+
+
+def policy_config(cfg: DictConfig, task: Task) -> TransformerConfig:
+    p = cfg.policy
+    try:
+        return TransformerConfig(
+            vocab_size=task.tokenizer.vocab_size, d_model=p.d_model, n_layers=p.n_layers,
+            n_heads=p.n_heads, d_ff=p.d_ff, max_len=task.max_prompt_len + task.max_solution_len,
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"policy: {e}") from None
+
+
+def train_config(section: DictConfig) -> TrainConfig:
+    try:
+        return TrainConfig(**OmegaConf.to_container(section, resolve=True))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"train: {e}") from None
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Prints a ConfigError as one paragraph and exits 2 instead of showing a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as e:
+            print(f"\nttc: configuration error: {e}\n", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def as_path(p: str | None) -> Path | None:
+    return None if p in (None, "", "null") else Path(p)

@@ -1,0 +1,46 @@
+"""Train (or reuse) the models the main job needs, without evaluating.
+
+    ttc-train                          # the default policy, cached under checkpoints/
+    ttc-train policy=small             # another size
+    ttc-train +save_to=my_policy       # also copy the checkpoint to a chosen directory
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from experiments.common import build_task, friendly_errors, policy_config, train_config
+from ttc import checkpoint
+from ttc.train import get_policy
+
+log = logging.getLogger("ttc.train")
+
+
+@friendly_errors
+def run(cfg: DictConfig) -> None:
+    task = build_task(cfg)
+    policy = get_policy(task, policy_config(cfg, task), train_config(cfg.train),
+                        cache_dir=cfg.cache_dir, progress=cfg.progress)
+    tr = policy.meta.get("train", {})
+    print(f"policy {policy.meta.get('id')}: {policy.cfg.n_params} parameters, "
+          f"{tr.get('steps_run')} steps, validation single-sample accuracy "
+          f"{tr.get('val_accuracy', float('nan')):.3f}")
+    if cfg.get("save_to"):
+        dst = checkpoint.save(cfg.save_to, policy)
+        print(f"saved a copy to {dst}")
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

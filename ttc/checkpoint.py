@@ -1,0 +1,89 @@
+"""Orbax checkpoints that carry their own config, so a model reloads without guessing shapes.
+
+Layout of a checkpoint directory::
+
+    <dir>/meta.json      {"model": TransformerConfig fields, "task": {...}, "info": {...}}
+    <dir>/params/        orbax StandardCheckpointer tree of the model's parameters
+
+Writes go to ``<dir>.tmp`` and are renamed into place at the end, so an interrupted save never
+leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from ttc.models.transformer import TransformerConfig, create
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A model split for jit: static ``graphdef`` + parameter ``params`` + its config."""
+
+    cfg: TransformerConfig
+    graphdef: nnx.GraphDef
+    params: nnx.State
+    meta: dict
+
+    @classmethod
+    def from_module(cls, module: nnx.Module, meta: dict | None = None) -> LoadedModel:
+        graphdef, params = nnx.split(module, nnx.Param)
+        return cls(cfg=module.cfg, graphdef=graphdef, params=params, meta=dict(meta or {}))
+
+
+def _write_params(path: Path, params: nnx.State) -> None:
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(path.absolute(), nnx.to_pure_dict(params))
+    ckptr.wait_until_finished()
+
+
+def save(directory: str | os.PathLike, model: LoadedModel) -> Path:
+    """Saves ``model`` (parameters + config + meta) atomically to ``directory``."""
+    final = Path(directory)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _write_params(tmp / "params", model.params)
+    meta = {"model": dataclasses.asdict(model.cfg), **model.meta}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def exists(directory: str | os.PathLike) -> bool:
+    d = Path(directory)
+    return (d / "meta.json").is_file() and (d / "params").is_dir()
+
+
+def load(directory: str | os.PathLike) -> LoadedModel:
+    """Loads a checkpoint written by :func:`save`; raises ``FileNotFoundError`` if incomplete."""
+    d = Path(directory)
+    if not exists(d):
+        raise FileNotFoundError(f"no checkpoint at {d} (expected {d}/meta.json and {d}/params/)")
+    meta = json.loads((d / "meta.json").read_text())
+    cfg = TransformerConfig(**meta.pop("model"))
+    module = create(cfg)
+    graphdef, params = nnx.split(module, nnx.Param)
+    restored = ocp.StandardCheckpointer().restore((d / "params").absolute())
+    restored = nnx.restore_int_paths(restored)
+    nnx.replace_by_pure_dict(params, jax.tree.map(np.asarray, restored))
+    return LoadedModel(cfg=cfg, graphdef=graphdef, params=params, meta=meta)
+
+
+def _json_default(o: Any):
+    if isinstance(o, np.generic):
+        return o.item()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    raise TypeError(f"not JSON serializable: {type(o)}")

@@ -1,0 +1,92 @@
+"""Pool-based methods: evaluate every budget ``k <= n`` from one pool of ``n`` samples.
+
+Independent-sampling methods (single sample, best-of-N, majority vote, coverage) need no
+re-sampling per budget: their accuracy at budget ``k`` is the expectation over uniformly random
+size-``k`` subsets of the pool, estimated without bias:
+
+* best-of-k by a score: exact expectation (:func:`ttc.metrics.expected_best_of_k`);
+* coverage (pass@k, an oracle upper bound): exact (:func:`ttc.metrics.pass_at_k`);
+* majority vote: Monte-Carlo over ``subsets`` random subsets, in one jit per ``k``
+  (exact when ``k == n``).
+
+FLOPs at budget ``k`` charge the shared-prompt prefill once plus ``k`` times the pool's mean
+per-sample decode cost (useful and executed), so they grow linearly in ``k``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttc import flops as F
+from ttc.decode import TRACE_COUNTS, Samples
+from ttc.metrics import expected_best_of_k, pass_at_k
+from ttc.models.transformer import TransformerConfig
+from ttc.search.aggregate import majority_vote
+from ttc.tasks.base import INVALID_ANSWER, ProblemSet
+
+POOL_METHODS = ("single", "majority", "bon_loglik", "coverage")
+
+
+@functools.partial(jax.jit, static_argnames=("k", "subsets"))
+def _majority_subsets(key, answers, gold, *, k: int, subsets: int):
+    TRACE_COUNTS["majority_subsets"] += 1
+    p, n = answers.shape
+    u = jax.random.uniform(key, (p, subsets, n))
+    pick = jnp.argsort(u, axis=-1)[..., :k]  # [P, S, k] uniformly random k-subsets
+    sub = jnp.take_along_axis(answers[:, None, :], pick, axis=-1)
+    chosen = majority_vote(sub)
+    return jnp.mean((chosen == gold[:, None]).astype(jnp.float32), axis=1)
+
+
+def per_problem_correct(
+    method: str, samples: Samples, problems: ProblemSet, k: int, *, key=None, subsets: int = 256,
+    length_normalize: bool = True,
+) -> np.ndarray:
+    """Expected correctness ``[P]`` of ``method`` at budget ``k`` from the pool."""
+    ans, gold = samples.answers, problems.answers
+    n = ans.shape[1]
+    if not 1 <= k <= n:
+        raise ValueError(f"budget {k} outside the pool size 1..{n}")
+    correct = ans == gold[:, None]
+    if method == "single":
+        return correct.mean(axis=1)
+    if method == "coverage":
+        return pass_at_k(n, correct.sum(axis=1), k)
+    if method == "bon_loglik":
+        score = samples.loglik / np.maximum(samples.useful_tokens, 1) if length_normalize \
+            else samples.loglik
+        score = np.where(ans == INVALID_ANSWER, -np.inf, score)
+        return expected_best_of_k(score, correct, k)
+    if method == "majority":
+        if k == n:
+            return np.asarray(majority_vote(jnp.asarray(ans)) == gold, np.float64)
+        key = jax.random.key(0) if key is None else key
+        return np.asarray(_majority_subsets(key, jnp.asarray(ans), jnp.asarray(gold), k=k,
+                                            subsets=subsets), np.float64)
+    raise ValueError(f"unknown pool method {method!r}; choose from {POOL_METHODS}")
+
+
+def pool_ledger(cfg: TransformerConfig, samples: Samples, problems: ProblemSet, k: int) -> F.Ledger:
+    """Per-problem mean FLOPs of a size-``k`` subset of the pool (prefill charged once)."""
+    led = F.Ledger()
+    lp_pad = problems.prompts.shape[1]
+    led.add("policy_prefill", F.prefill_useful(cfg, problems.prompt_len).mean(),
+            F.prefill_executed(cfg, lp_pad, samples.cache_len))
+    dec_u = F.decode_useful(cfg, samples.useful_tokens, samples.useful_ctx).mean(axis=1)
+    dec_e = F.decode_executed(cfg, samples.executed_row_steps, samples.cache_len).mean(axis=1)
+    led.add("policy_decode", k * dec_u.mean(), k * dec_e.mean())
+    return led
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolCell:
+    method: str
+    budget: int
+    per_problem: np.ndarray
+    ledger: F.Ledger
+    tokens: float

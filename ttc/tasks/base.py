@@ -1,0 +1,161 @@
+"""The `Task` protocol: what a verifiable, step-structured task must expose.
+
+A task turns a seed into problems, problems into token arrays, and sampled token arrays back into
+integer answer ids and per-step verdicts. Samplers and search methods only see this protocol, so a
+second task can be added without touching them.
+
+Conventions (shared by every task):
+
+* Token arrays are right-padded with ``PAD``; a prompt starts with ``BOS``.
+* A solution is a sequence of *steps*; every step but the last ends with the step delimiter
+  token, the last step ends with ``EOS``.
+* Answer ids are integers in ``[0, num_answers)``; :data:`INVALID_ANSWER` (``-1``) marks an
+  unparseable answer and never wins a vote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from jaxtyping import Array, Bool, Int
+
+INVALID_ANSWER = -1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Tokenizer:
+    """A character-level tokenizer with explicit special tokens.
+
+    Ids 0..2 are ``PAD``, ``BOS``, ``EOS``; the characters of ``alphabet`` follow in order.
+    """
+
+    alphabet: str
+    step_delimiter: str
+
+    PAD: int = 0
+    BOS: int = 1
+    EOS: int = 2
+
+    def __post_init__(self) -> None:
+        if len(set(self.alphabet)) != len(self.alphabet):
+            raise ValueError(f"alphabet has repeated characters: {self.alphabet!r}")
+        if self.step_delimiter not in self.alphabet:
+            raise ValueError(f"step delimiter {self.step_delimiter!r} is not in the alphabet")
+
+    @property
+    def vocab_size(self) -> int:
+        return 3 + len(self.alphabet)
+
+    @property
+    def step_id(self) -> int:
+        return self.token_id(self.step_delimiter)
+
+    def token_id(self, ch: str) -> int:
+        return 3 + self.alphabet.index(ch)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [3 + self.alphabet.index(c) for c in text]
+        except ValueError as e:
+            raise ValueError(f"cannot encode {text!r} with alphabet {self.alphabet!r}") from e
+
+    def decode(self, ids) -> str:
+        """Decodes ids to text, stopping at the first ``EOS``; ``PAD``/``BOS`` are dropped."""
+        out = []
+        for i in np.asarray(ids).tolist():
+            if i == self.EOS:
+                break
+            if i >= 3:
+                out.append(self.alphabet[i - 3])
+        return "".join(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemSet:
+    """A batch of problems as host arrays.
+
+    Attributes:
+        prompts: ``[P, Lp]`` int32, ``BOS`` + prompt, right-padded with ``PAD``.
+        prompt_len: ``[P]`` int32, number of non-pad prompt tokens.
+        answers: ``[P]`` int32, gold answer ids.
+        difficulty: ``[P]`` int32, the task's difficulty label (larger is harder).
+        gold: ``[P, Ls]`` int32, the reference solution tokens (ending in ``EOS``), right-padded.
+        texts: the prompt strings, for logs.
+    """
+
+    prompts: np.ndarray
+    prompt_len: np.ndarray
+    answers: np.ndarray
+    difficulty: np.ndarray
+    gold: np.ndarray
+    texts: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.prompts.shape[0])
+
+    def take(self, idx) -> ProblemSet:
+        idx = np.asarray(idx)
+        return ProblemSet(
+            prompts=self.prompts[idx],
+            prompt_len=self.prompt_len[idx],
+            answers=self.answers[idx],
+            difficulty=self.difficulty[idx],
+            gold=self.gold[idx],
+            texts=tuple(self.texts[i] for i in idx.tolist()),
+        )
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A verifiable step-structured task (see module docstring for conventions)."""
+
+    name: str
+    tokenizer: Tokenizer
+    num_answers: int
+    max_prompt_len: int
+    max_solution_len: int
+    max_steps: int
+
+    def problems(self, n: int, *, seed: int, split: str) -> ProblemSet:
+        """``n`` problems from ``split`` ('train' or 'test', disjoint) drawn with ``seed``."""
+        ...
+
+    def extract_answer(
+        self, tokens: Int[Array, "B T"], prompt_len: Int[Array, " B"]
+    ) -> Int[Array, " B"]:
+        """Answer id of each row (jit-able); :data:`INVALID_ANSWER` when unparseable."""
+        ...
+
+    def check_steps(self, problem_index: int, problems: ProblemSet, solution: str) -> list[bool]:
+        """Exact per-step verdicts of a decoded solution: step k is correct iff the solution is
+        still on a correct path after step k (an error makes all later steps incorrect)."""
+        ...
+
+    def prefix_correct(
+        self,
+        tokens: Int[Array, "B T"],
+        prompt_len: Int[Array, " B"],
+        length: Int[Array, " B"],
+        gold: Int[Array, "B Ls"],
+    ) -> Bool[Array, " B"]:
+        """Whether each row's generated prefix ``tokens[prompt_len:length]`` can still be
+        completed to a correct solution (jit-able exact step checker, used by the oracle PRM)."""
+        ...
+
+
+def answer_is_valid(answers: Int[Array, "..."]) -> Bool[Array, "..."]:
+    return answers != INVALID_ANSWER
+
+
+def pad_to(rows: list[list[int]], width: int, pad: int = 0) -> np.ndarray:
+    out = np.full((len(rows), width), pad, dtype=np.int32)
+    for i, r in enumerate(rows):
+        if len(r) > width:
+            raise ValueError(f"row of length {len(r)} does not fit width {width}")
+        out[i, : len(r)] = r
+    return out
+
+
+__all__ = ["INVALID_ANSWER", "ProblemSet", "Task", "Tokenizer", "answer_is_valid", "pad_to"]
