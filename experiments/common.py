@@ -18,6 +18,9 @@ from ttc.train import TrainConfig
 
 log = logging.getLogger("ttc")
 
+# absolute, so the console scripts find the configs wherever they are started from
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
 
 def build_task(cfg: DictConfig) -> Task:
     try:

@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.common import (
+    CONF_DIR,
     as_path,
     build_task,
     friendly_errors,
@@ -28,9 +29,12 @@ from ttc.errors import ConfigError
 from ttc.evaluate import EvalConfig, MethodSpec, evaluate, format_table
 from ttc.plots import frontier_rows, plot_pareto
 from ttc.results import ResultsStore
+from ttc.search.pool import POOL_METHODS
 from ttc.train import get_policy
 
 log = logging.getLogger("ttc.run")
+
+KNOWN_METHODS = set(POOL_METHODS)
 
 
 def method_specs(cfg: DictConfig) -> list[MethodSpec]:
@@ -40,6 +44,8 @@ def method_specs(cfg: DictConfig) -> list[MethodSpec]:
         if not isinstance(m, dict) or "name" not in m:
             raise ConfigError(f"each entry of `methods` needs a name, got {m!r}")
         name = m.pop("name")
+        if name not in KNOWN_METHODS:
+            raise ConfigError(f"unknown method {name!r}; available: {sorted(KNOWN_METHODS)}")
         specs.append(MethodSpec(name=name, params=tuple(sorted(m.items()))))
     return specs
 
@@ -105,7 +111,7 @@ def run(cfg: DictConfig) -> None:
           f"frontier.csv and pareto.png in {run_dir} ({time.time() - t0:.0f}s)")
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
 

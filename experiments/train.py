@@ -12,7 +12,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import build_task, friendly_errors, policy_config, train_config
+from experiments.common import CONF_DIR, build_task, friendly_errors, policy_config, train_config
 from ttc import checkpoint
 from ttc.train import get_policy
 
@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> None:
         print(f"saved a copy to {dst}")
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -1,0 +1,76 @@
+"""End to end: the main job on a tiny config writes its outputs, resumes, and fails politely."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.common import CONF_DIR
+from experiments.run import run
+
+TINY = [
+    "task.min_ops=1", "task.max_ops=2", "policy.d_model=32", "policy.d_ff=64",
+    "train.steps=30", "train.eval_every=15", "train.eval_problems=16", "train.batch_size=32",
+    "eval.n_problems=12", "budgets=[1,2,4]", "progress=false",
+]
+
+
+def _cfg(tmp_path, *extra):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose("config", overrides=[*TINY, f"out_dir={tmp_path}/run",
+                                            f"cache_dir={tmp_path}/ckpt", *extra])
+
+
+def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
+    run(_cfg(tmp_path))
+    out = tmp_path / "run"
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    methods = {r["method"] for r in recs}
+    assert methods == {"single", "majority", "bon_loglik", "coverage"}
+    assert len(recs) == 1 + 3 * 3
+    for r in recs:
+        for k in ("accuracy", "ci_low", "ci_high", "generations", "tokens", "flops_useful",
+                  "flops_executed", "wall_time_s", "config"):
+            assert k in r
+        assert 0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1
+    maj = sorted((r["budget"], r["flops_useful"]) for r in recs if r["method"] == "majority")
+    dec = [f for _, f in maj]
+    assert dec[0] < dec[1] < dec[2]
+    assert (out / "frontier.csv").read_text().startswith("method,budget")
+    assert (out / "pareto.png").stat().st_size > 1000
+    # second run: resumes, adds nothing, reuses the cached policy
+    capsys.readouterr()
+    run(_cfg(tmp_path))
+    assert "0 new record(s)" in capsys.readouterr().out
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(recs)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("budgets=[1,-4]", "budgets must be positive"),
+        ("policy.checkpoint=/nonexistent/ckpt", "not a ttc checkpoint"),
+        ("methods=[{name:nope}]", "unknown method"),
+        ("task.min_ops=0", "task:"),
+    ],
+)
+def test_bad_overrides_exit_with_one_paragraph(tmp_path, override, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.run", *TINY, f"out_dir={tmp_path}/r",
+         f"cache_dir={tmp_path}/c", override],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_method_group_is_a_hydra_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.run", f"out_dir={tmp_path}/r", "method=nope"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "method" in proc.stderr
