@@ -87,6 +87,11 @@ class ArithmeticTask:
     def max_steps(self) -> int:
         return self.max_ops
 
+    @property
+    def max_step_len(self) -> int:
+        """Tokens in the longest step: the final ``x+y=z>a`` + ``EOS``."""
+        return 4 * self._digits + 4
+
     # ---- problems ---------------------------------------------------------------------------
     def _split_of(self, prompt: str) -> str:
         h = zlib.crc32(prompt.encode()) / 2**32

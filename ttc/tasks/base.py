@@ -117,6 +117,7 @@ class Task(Protocol):
     max_prompt_len: int
     max_solution_len: int
     max_steps: int
+    max_step_len: int  # tokens in the longest well-formed step, delimiter/EOS included
 
     def problems(self, n: int, *, seed: int, split: str) -> ProblemSet:
         """``n`` problems from ``split`` ('train' or 'test', disjoint) drawn with ``seed``."""

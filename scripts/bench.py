@@ -1,0 +1,569 @@
+"""Decode-throughput benchmark: ttc's decode primitive against Hugging Face ``generate``.
+
+One process runs, side by side, on the same architecture, batch, prompt and number of new tokens:
+
+* this machine's f32 matmul peak, measured in JAX (and in PyTorch when installed);
+* ttc: a randomly initialised :class:`ttc.models.transformer.Transformer`, one shared random
+  prompt prefilled once and broadcast to ``B`` rows, then exactly ``new_tokens`` sampled tokens
+  (temperature 1) per row with :func:`ttc.decode.prefill` + :func:`ttc.decode.decode` inside one
+  ``jax.jit`` (stop/EOS ids outside the vocabulary, so no row stops early);
+* Hugging Face transformers ``generate`` on PyTorch CPU: randomly initialised Llama-style and
+  GPT-2-style models of matching size, ``do_sample=True``, ``max_new_tokens = min_new_tokens =
+  new_tokens``, the same ``B`` copies of the same prompt.
+
+Compile time and warm-up are excluded; each figure is the best (and the median) of a few timed
+repeats. Tokens/s counts generated tokens only (``B * new_tokens`` per call). Useful GFLOP/s uses
+the analytic ledger (:mod:`ttc.flops`): one prefill of the shared prompt plus every generated
+token at its own context, i.e. the minimum work that produces the output.
+
+Usage::
+
+    python scripts/bench.py                        # default sizes, batches 256 and 1024
+    python scripts/bench.py --batch 256 --new-tokens 64 --out bench.json
+    python scripts/bench.py --quick                # tiny sizes, runs in seconds
+
+The harness is a registry of *sections* (:data:`SECTIONS`): each is a function
+``fn(args) -> list[dict]`` whose rows land in ``bench.json`` under ``sections[name]`` and in the
+printed table. ``main`` measures the matmul peak first and stores it as ``args.peak_gflops`` so
+that sections can report a fraction of peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ttc import flops as ttc_flops
+from ttc.decode import SamplingParams, decode, prefill
+from ttc.models.transformer import TransformerConfig, create
+
+HF_SKIP_REASON = "skipped: torch/transformers not installed (pip install -e '.[bench]')"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes and machine details
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+    """A decoder architecture shared by ttc and the Hugging Face baselines.
+
+    Attributes:
+        name: label used in the table and in ``bench.json``.
+        d_model: residual width (``hidden_size`` / ``n_embd``).
+        n_layers: number of blocks.
+        n_heads: attention heads.
+        d_ff: MLP hidden width (``intermediate_size`` / ``n_inner``).
+        vocab_size: number of token ids.
+    """
+
+    name: str
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    vocab_size: int = 19
+
+    def ttc_config(self, max_len: int) -> TransformerConfig:
+        """The matching ttc policy config with ``max_len`` learned positions."""
+        return TransformerConfig(
+            vocab_size=self.vocab_size, d_model=self.d_model, n_layers=self.n_layers,
+            n_heads=self.n_heads, d_ff=self.d_ff, max_len=max_len,
+        )
+
+
+# the default ttc policy (conf/policy/tiny.yaml, arithmetic vocabulary) and a ~3M-parameter one
+DEFAULT_SIZES: tuple[ModelSize, ...] = (
+    ModelSize("policy-tiny", d_model=64, n_layers=2, n_heads=4, d_ff=256),
+    ModelSize("3M", d_model=256, n_layers=4, n_heads=4, d_ff=1024),
+)
+QUICK_SIZES: tuple[ModelSize, ...] = (
+    ModelSize("quick", d_model=32, n_layers=2, n_heads=4, d_ff=64),
+)
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core counts, load and library versions of this machine."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": _version("jaxlib"),
+        "flax": _version("flax"),
+        "numpy": np.__version__,
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (``ru_maxrss``)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / (1024.0 * 1024.0) if sys.platform == "darwin" else kb / 1024.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing helpers
+# ---------------------------------------------------------------------------------------------
+def time_fn(fn: Callable[[], Any], repeats: int, budget_s: float) -> dict[str, float]:
+    """Times ``fn`` after one untimed warm-up call.
+
+    Args:
+        fn: a call that blocks until its result is ready.
+        repeats: most timed calls.
+        budget_s: stop repeating once the timed calls have taken this long (at least one runs).
+
+    Returns:
+        ``warmup_s`` (first call: compilation included), ``best_s``, ``median_s`` and ``repeats``
+        (timed calls actually made).
+    """
+    t0 = time.perf_counter()
+    fn()
+    warmup = time.perf_counter() - t0
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < max(1, repeats) and (not times or spent < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        spent += times[-1]
+    return {
+        "warmup_s": warmup,
+        "best_s": min(times),
+        "median_s": statistics.median(times),
+        "repeats": len(times),
+    }
+
+
+def measure_jax_matmul_peak(n: int, repeats: int = 5) -> dict[str, Any]:
+    """Best f32 GFLOP/s of a jitted ``n x n`` matmul (a chain of 4 per call to hide dispatch)."""
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (n, n), jnp.float32)
+    b = jax.random.normal(kb, (n, n), jnp.float32) / np.sqrt(n)
+    chain = 4
+
+    @jax.jit
+    def f(a, b):
+        for _ in range(chain):
+            a = a @ b
+        return a
+
+    t = time_fn(lambda: f(a, b).block_until_ready(), repeats, budget_s=30.0)
+    fl = chain * 2.0 * n**3
+    return {"impl": "jax", "n": n, "gflops": fl / t["best_s"] / 1e9, **t}
+
+
+def measure_torch_matmul_peak(torch: Any, n: int, repeats: int = 5) -> dict[str, Any]:
+    """Best f32 GFLOP/s of a PyTorch ``n x n`` matmul (for reference next to JAX's)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g)
+    b = torch.randn(n, n, generator=g) / n**0.5
+    out = torch.empty(n, n)
+    chain = 4
+
+    def f():
+        x = a
+        for _ in range(chain):
+            x = torch.matmul(x, b, out=out if x is not out else None)
+        return x
+
+    with torch.inference_mode():
+        t = time_fn(f, repeats, budget_s=30.0)
+    fl = chain * 2.0 * n**3
+    return {"impl": "torch", "n": n, "gflops": fl / t["best_s"] / 1e9, **t}
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional Hugging Face baseline
+# ---------------------------------------------------------------------------------------------
+def load_hf() -> tuple[Any, Any]:
+    """Imports torch and transformers.
+
+    Returns:
+        ``(torch, transformers)``.
+
+    Raises:
+        ImportError: when either is not installed (the ``bench`` extra is optional).
+    """
+    import torch
+    import transformers
+
+    return torch, transformers
+
+
+def _hf_models(transformers: Any, size: ModelSize, max_len: int) -> dict[str, Any]:
+    """Randomly initialised Llama-style and GPT-2-style causal LMs of ``size``."""
+    llama = transformers.LlamaConfig(
+        vocab_size=size.vocab_size, hidden_size=size.d_model, num_hidden_layers=size.n_layers,
+        num_attention_heads=size.n_heads, num_key_value_heads=size.n_heads,
+        intermediate_size=size.d_ff, max_position_embeddings=max_len,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+    )
+    gpt2 = transformers.GPT2Config(
+        vocab_size=size.vocab_size, n_embd=size.d_model, n_layer=size.n_layers,
+        n_head=size.n_heads, n_inner=size.d_ff, n_positions=max_len,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    return {
+        "hf-llama": transformers.LlamaForCausalLM(llama).eval(),
+        "hf-gpt2": transformers.GPT2LMHeadModel(gpt2).eval(),
+    }
+
+
+def _hf_matmul_params(torch: Any, model: Any) -> int:
+    """Weights that take part in a matmul per token (Linear / GPT-2 Conv1D, LM head included)."""
+    from transformers.pytorch_utils import Conv1D
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear | Conv1D):
+            n += m.weight.numel()
+    return n
+
+
+def _useful_flops(matmul_params: int, n_layers: int, d_model: int, batch: int, prompt_len: int,
+                  new_tokens: int) -> float:
+    """Ledger FLOPs of one shared-prompt prefill plus ``batch * new_tokens`` generated tokens.
+
+    Same formula as :mod:`ttc.flops` (``2 * N_matmul + 4 * n_layers * d_model * context`` per
+    token), with the matmul-parameter count of whichever implementation is measured.
+    """
+    per_tok = 2.0 * matmul_params
+    attn = 4.0 * n_layers * d_model
+    ctx_sum = sum(prompt_len + i + 1 for i in range(new_tokens))
+    prefill_fl = per_tok * prompt_len + attn * prompt_len * (prompt_len + 1) / 2
+    return prefill_fl + batch * (per_tok * new_tokens + attn * ctx_sum)
+
+
+# ---------------------------------------------------------------------------------------------
+# Section: decode throughput
+# ---------------------------------------------------------------------------------------------
+def make_ttc_decode(graphdef: nnx.GraphDef, cfg: TransformerConfig, batch: int, prompt_len: int,
+                    new_tokens: int) -> Callable:
+    """A jitted ``(params, prompt, key, sp) -> (tokens, useful_tokens)`` that prefills one shared
+    prompt, broadcasts it to ``batch`` rows and decodes exactly ``new_tokens`` tokens per row."""
+    never = cfg.vocab_size  # an id outside the vocabulary: never sampled, so no row stops early
+    cache_len = prompt_len + new_tokens
+
+    @jax.jit
+    def run(params, prompt, key, sp):
+        st = prefill(graphdef, params, prompt[None], jnp.full((1,), prompt_len, jnp.int32), key,
+                     num_samples=batch, cache_len=cache_len)
+        st = decode(graphdef, params, st, sp, stop_ids=(never,), eos_id=never, pad_id=0,
+                    max_steps=new_tokens)
+        return st.tokens, st.useful_tokens
+
+    return run
+
+
+def bench_ttc(size: ModelSize, batch: int, prompt: np.ndarray, new_tokens: int,
+              args: argparse.Namespace) -> dict[str, Any]:
+    """Times ttc's prefill + decode for one size and batch."""
+    lp = len(prompt)
+    cfg = size.ttc_config(max_len=max(128, lp + new_tokens))
+    graphdef, params = nnx.split(create(cfg, seed=0))
+    run = make_ttc_decode(graphdef, cfg, batch, lp, new_tokens)
+    prompt_j = jnp.asarray(prompt, jnp.int32)
+    sp = SamplingParams.make(temperature=1.0)
+    keys = iter(jax.random.split(jax.random.key(1), 1000))
+
+    def call():
+        return jax.block_until_ready(run(params, prompt_j, next(keys), sp))
+
+    t = time_fn(call, args.repeats, args.budget_s)
+    tokens, useful = call()
+    if not (np.asarray(useful) == new_tokens).all() or tokens.shape != (batch, lp + new_tokens):
+        raise RuntimeError("ttc decode did not generate exactly new_tokens tokens per row")
+    fl = _useful_flops(cfg.matmul_params, cfg.n_layers, cfg.d_model, batch, lp, new_tokens)
+    # cross-check against ttc's own ledger
+    ledger = float(ttc_flops.prefill_useful(cfg, lp)) + float(ttc_flops.decode_useful(
+        cfg, batch * new_tokens, batch * sum(lp + i + 1 for i in range(new_tokens))))
+    assert abs(ledger - fl) <= 1e-9 * fl, (ledger, fl)
+    return {"impl": "ttc", "n_params": cfg.n_params, "matmul_params": cfg.matmul_params,
+            "useful_flops": fl, **t}
+
+
+def bench_hf(torch: Any, model: Any, batch: int, prompt: np.ndarray, new_tokens: int,
+             args: argparse.Namespace) -> dict[str, Any]:
+    """Times Hugging Face ``generate`` (sampling, exactly ``new_tokens`` new tokens)."""
+    ids = torch.as_tensor(np.tile(prompt[None], (batch, 1)), dtype=torch.long)
+    mask = torch.ones_like(ids)
+    torch.manual_seed(0)
+    kw = dict(
+        do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens, pad_token_id=0,
+    )
+
+    def call():
+        with torch.inference_mode():
+            return model.generate(input_ids=ids, attention_mask=mask, **kw)
+
+    t = time_fn(call, args.repeats, args.budget_s)
+    out = call()
+    if tuple(out.shape) != (batch, len(prompt) + new_tokens):
+        raise RuntimeError(f"HF generate returned shape {tuple(out.shape)}")
+    cfg = model.config
+    d = cfg.hidden_size
+    mm = _hf_matmul_params(torch, model)
+    n_params = sum(p.numel() for p in model.parameters())
+    fl = _useful_flops(mm, cfg.num_hidden_layers, d, batch, len(prompt), new_tokens)
+    return {"n_params": n_params, "matmul_params": mm, "useful_flops": fl, **t}
+
+
+def _finish_row(row: dict[str, Any], base: dict[str, Any], batch: int, new_tokens: int,
+                peak: float | None) -> dict[str, Any]:
+    toks = batch * new_tokens
+    out = {**base, **row}
+    out["tokens_per_s"] = toks / out["best_s"]
+    out["tokens_per_s_median"] = toks / out["median_s"]
+    out["gflops_useful"] = out["useful_flops"] / out["best_s"] / 1e9
+    out["frac_peak"] = out["gflops_useful"] / peak if peak else None
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def bench_decode(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Decode throughput of ttc and HF ``generate`` for every size and batch in ``args``.
+
+    Returns:
+        One row per (size, batch, impl). HF rows carry ``ttc_over_impl`` (ttc tokens/s over
+        theirs); skipped HF rows carry ``skipped`` with the reason.
+    """
+    hf = None
+    hf_skip = None
+    if args.skip_hf:
+        hf_skip = "skipped: disabled by --skip-hf"
+    else:
+        try:
+            hf = load_hf()
+        except ImportError:
+            hf_skip = HF_SKIP_REASON
+    if hf is not None:
+        torch = hf[0]
+        torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    rows: list[dict[str, Any]] = []
+    peak = getattr(args, "peak_gflops", None)
+    for size in args.sizes:
+        prompt = rng.integers(3, size.vocab_size, size=args.prompt_len).astype(np.int64)
+        models = _hf_models(hf[1], size, max(128, args.prompt_len + args.new_tokens)) if hf else {}
+        for batch in args.batch:
+            base = {"section": "decode", "size": size.name, **dataclasses.asdict(size),
+                    "batch": batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens}
+            ttc_row = _finish_row(bench_ttc(size, batch, prompt, args.new_tokens, args), base,
+                                  batch, args.new_tokens, peak)
+            rows.append(ttc_row)
+            _print_row(ttc_row)
+            for name in ("hf-llama", "hf-gpt2"):
+                if hf is None:
+                    row = {**base, "impl": name, "skipped": hf_skip}
+                else:
+                    r = bench_hf(hf[0], models[name], batch, prompt, args.new_tokens, args)
+                    row = _finish_row({"impl": name, **r}, base, batch, args.new_tokens, peak)
+                    row["ttc_over_impl"] = ttc_row["tokens_per_s"] / row["tokens_per_s"]
+                rows.append(row)
+                _print_row(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Section: methods (hook)
+# ---------------------------------------------------------------------------------------------
+def bench_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Hook for the per-method section (to be filled in; returns no rows yet).
+
+    What will go here, one row per TTC method (best-of-N, majority, beam, DVTS, lookahead,
+    particle filtering) on the default policy and task:
+
+    * wall time per generated token, as a ratio to best-of-N at the same budget;
+    * useful / executed FLOP ratio from the method's ledger (padding and finished rows);
+    * number of compilations over the default budget grid (``ttc.decode.TRACE_COUNTS`` and the
+      search module's counters), which should not grow with the number of budgets.
+
+    Args:
+        args: the parsed command line (``args.peak_gflops`` is set by :func:`main`).
+
+    Returns:
+        Rows with at least ``section='methods'`` and ``impl`` (the method name).
+    """
+    del args
+    return []
+
+
+Section = Callable[[argparse.Namespace], list[dict[str, Any]]]
+SECTIONS: dict[str, Section] = {
+    "decode": bench_decode,
+    "methods": bench_methods,
+}
+"""Bench sections in run order: name -> ``fn(args) -> rows``. Add a section by adding an entry."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+_HEADER = (f"{'size':<12} {'batch':>6} {'impl':<9} {'tokens/s':>11} {'GFLOP/s':>8} "
+           f"{'%peak':>6} {'ttc/impl':>8} {'best s':>8} {'warmup s':>8} {'RSS MiB':>8}")
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    if row.get("section") != "decode":
+        print(json.dumps(row, default=str), flush=True)
+        return
+    head = f"{row['size']:<12} {row['batch']:>6} {row['impl']:<9}"
+    if row.get("skipped"):
+        print(f"{head} {row['skipped']}", flush=True)
+        return
+    frac = row.get("frac_peak")
+    ratio = row.get("ttc_over_impl")
+    print(
+        f"{head} {row['tokens_per_s']:>11,.0f} {row['gflops_useful']:>8.2f} "
+        f"{(f'{100 * frac:.1f}' if frac else '-'):>6} {(f'{ratio:.2f}x' if ratio else '-'):>8} "
+        f"{row['best_s']:>8.3f} {row['warmup_s']:>8.2f} {row['peak_rss_mb']:>8.0f}",
+        flush=True,
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, nargs="+", default=None,
+                   help="batch sizes (rows); default 256 1024 (quick: 8)")
+    p.add_argument("--new-tokens", type=int, default=None, help="new tokens per row (default 64)")
+    p.add_argument("--prompt-len", type=int, default=None, help="shared prompt length (16)")
+    p.add_argument("--repeats", type=int, default=None, help="most timed repeats (default 3)")
+    p.add_argument("--budget-s", type=float, default=20.0,
+                   help="stop repeating a measurement once its timed calls took this long")
+    p.add_argument("--sizes", nargs="+", default=None,
+                   help=f"size names among {[s.name for s in DEFAULT_SIZES]} (default: all)")
+    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch.set_num_threads (default: all cores)")
+    p.add_argument("--matmul-n", type=int, default=None, help="matmul size for the peak (2048)")
+    p.add_argument("--skip-hf", action="store_true", help="do not run the HF baselines")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and batches (seconds)")
+    p.add_argument("--out", default="bench.json", help="where to write the JSON report")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.batch = args.batch or ([8] if q else [256, 1024])
+    args.new_tokens = args.new_tokens or (8 if q else 64)
+    args.prompt_len = args.prompt_len or (4 if q else 16)
+    args.repeats = args.repeats or (1 if q else 3)
+    args.matmul_n = args.matmul_n or (256 if q else 2048)
+    if q:
+        args.sizes = list(QUICK_SIZES)
+    else:
+        known = {s.name: s for s in DEFAULT_SIZES}
+        names = args.sizes or list(known)
+        bad = [n for n in names if n not in known]
+        if bad:
+            p.error(f"unknown size(s) {bad}; choose among {list(known)}")
+        args.sizes = [known[n] for n in names]
+    for f in ("new_tokens", "prompt_len", "repeats", "matmul_n", "threads"):
+        if getattr(args, f) < 1:
+            p.error(f"--{f.replace('_', '-')} must be positive")
+    if min(args.batch) < 1:
+        p.error("--batch must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the selected sections, prints a table and writes the JSON report.
+
+    Args:
+        argv: command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The report that was written to ``--out``.
+    """
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    machine = machine_info()
+    print(f"# {machine['cpu_model']}, {machine['usable_cores']} cores, jax {machine['jax']}, "
+          f"torch {machine['torch'] or '-'}, transformers {machine['transformers'] or '-'}; "
+          f"load average {machine['loadavg_start'][0]:.2f}", flush=True)
+    peaks = {"jax": measure_jax_matmul_peak(args.matmul_n, repeats=2 if args.quick else 5)}
+    if not args.skip_hf:
+        try:
+            torch, _ = load_hf()
+            torch.set_num_threads(args.threads)
+            peaks["torch"] = measure_torch_matmul_peak(torch, args.matmul_n,
+                                                       repeats=2 if args.quick else 5)
+        except ImportError:
+            pass
+    args.peak_gflops = peaks["jax"]["gflops"]
+    print("# f32 matmul peak ({}x{}): {}".format(
+        args.matmul_n, args.matmul_n,
+        ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s" for k, v in peaks.items())), flush=True)
+    print(f"# prompt {args.prompt_len} tokens (shared), {args.new_tokens} new tokens per row, "
+          f"sampling at temperature 1; best of <= {args.repeats} after a warm-up", flush=True)
+    print(_HEADER, flush=True)
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for name in args.sections:
+        sections[name] = SECTIONS[name](args)
+    machine["loadavg_end"] = list(os.getloadavg())
+    report = {
+        "command": " ".join([os.path.basename(sys.argv[0]) or "bench.py", *(argv or sys.argv[1:])]),
+        "machine": machine,
+        "args": {k: (v if k != "sizes" else [dataclasses.asdict(s) for s in v])
+                 for k, v in vars(args).items()},
+        "matmul_peak": peaks,
+        "peak_gflops": args.peak_gflops,
+        "sections": sections,
+        "peak_rss_mb": peak_rss_mb(),
+        "wall_s": time.perf_counter() - t_start,
+    }
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2, default=str)
+    print(f"# peak RSS {report['peak_rss_mb']:.0f} MiB; wall {report['wall_s']:.1f} s; "
+          f"load average at end {machine['loadavg_end'][0]:.2f}"
+          + (f"; wrote {args.out}" if args.out else ""), flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main()

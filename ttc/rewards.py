@@ -1,0 +1,209 @@
+"""Reward sources: learned PRM/ORM (transformer with a scalar head) and the oracle verifier.
+
+Scores are probabilities in ``[0, 1]`` that the solution is (still) correct.
+
+* **PRM** (process reward model; Lightman et al. 2023, trained with Monte-Carlo step labels as in
+  Math-Shepherd, Wang et al. 2024): ``sigmoid`` of the head at each step's last token (the step
+  delimiter or ``EOS``).
+* **ORM** (outcome reward model; Cobbe et al. 2021): the same trunk, read at ``EOS`` only.
+* **Oracle**: the task's exact step checker (``Task.prefix_correct``), with a ``flip`` rate and
+  Gaussian ``noise`` to simulate imperfect verifiers in controlled studies. Usable inside jit.
+
+Two ways to score:
+
+* :func:`score_solutions` — whole solutions at once (pool methods): one forward per row.
+* :func:`init_state` / :func:`score_new_tokens` — incremental, with the reward model's own KV
+  cache, so a search step only pays for the tokens generated since the last call. The new tokens
+  are read in a fixed window of ``window`` slots starting at the row's reward-cache length.
+
+Step-score aggregation (:func:`aggregate`): ``last | min | prod | mean`` over a solution's steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from ttc.models.transformer import Cache, init_cache
+
+KINDS = ("prm", "orm", "oracle")
+AGGREGATIONS = ("last", "min", "prod", "mean")
+EPS = 1e-3  # scores are clipped to [EPS, 1-EPS] so that logit(score) stays finite
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RewardSpec:
+    """Static description of a reward source (hashable: a static jit argument).
+
+    Attributes:
+        kind: ``prm`` | ``orm`` | ``oracle``.
+        graphdef: the reward model's graphdef (learned kinds); its params are passed separately.
+        window: slots read per incremental scoring call (>= the longest step in tokens).
+        flip: oracle only, probability of flipping a step verdict.
+        noise: oracle only, std of Gaussian noise added to the verdict (then clipped to [0, 1]).
+    """
+
+    kind: str
+    graphdef: nnx.GraphDef | None = None
+    window: int = 8
+    flip: float = 0.0
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown reward kind {self.kind!r}; choose from {KINDS}")
+        if self.kind != "oracle" and self.graphdef is None:
+            raise ValueError(f"a {self.kind} reward needs a model graphdef")
+        if not 0.0 <= self.flip <= 1.0 or self.noise < 0:
+            raise ValueError("need 0 <= flip <= 1 and noise >= 0")
+
+    @property
+    def learned(self) -> bool:
+        return self.kind != "oracle"
+
+
+@struct.dataclass
+class RewardState:
+    """Incremental scoring state, one row per search row.
+
+    ``cache``/``length`` are the reward model's KV cache and how many tokens of each row it has
+    consumed (empty for the oracle). ``calls`` counts scoring calls (executed FLOPs) and
+    ``useful_tokens``/``useful_ctx`` the tokens scored (useful FLOPs), per slot.
+    """
+
+    cache: Cache | None
+    length: Int[Array, " B"]
+    useful_tokens: Int[Array, " B"]
+    useful_ctx: Float[Array, " B"]
+    calls: Int[Array, ""]
+
+
+def step_end_positions(tokens, prompt_len, length, step_id: int, eos_id: int, max_steps: int):
+    """``[B, max_steps]`` positions of each step's last token (``-1`` padding) and a mask."""
+    _, t = tokens.shape
+    pos = jnp.arange(t)[None, :]
+    is_end = (((tokens == step_id) | (tokens == eos_id)) & (pos >= prompt_len[:, None])
+              & (pos < length[:, None]))
+    ends = jax.vmap(lambda m: jnp.nonzero(m, size=max_steps, fill_value=-1)[0])(is_end)
+    return ends, ends >= 0
+
+
+def _oracle(task, tokens, prompt_len, ends, mask, gold, key, spec: RewardSpec):
+    ok = jax.vmap(lambda e: task.prefix_correct(tokens, prompt_len, e + 1, gold), in_axes=1,
+                  out_axes=1)(ends)
+    return _noisy(ok.astype(jnp.float32), key, spec) * mask
+
+
+def _noisy(score, key, spec: RewardSpec):
+    if spec.flip > 0 or spec.noise > 0:
+        k1, k2 = jax.random.split(key)
+        flip = jax.random.bernoulli(k1, spec.flip, score.shape)
+        score = jnp.where(flip, 1.0 - score, score)
+        score = jnp.clip(score + spec.noise * jax.random.normal(k2, score.shape), 0.0, 1.0)
+    return score
+
+
+def _clip(score):
+    return jnp.clip(jnp.where(jnp.isnan(score), 0.5, score), EPS, 1.0 - EPS)
+
+
+def score_solutions(
+    spec: RewardSpec,
+    params: nnx.State | None,
+    task,
+    tokens: Int[Array, "B T"],
+    prompt_len: Int[Array, " B"],
+    length: Int[Array, " B"],
+    gold: Int[Array, "B Ls"],
+    key: PRNGKeyArray,
+) -> tuple[Float[Array, "B K"], Bool[Array, "B K"]]:
+    """Step scores ``[B, K]`` (``K = task.max_steps + 1``) of complete solutions and their mask.
+
+    For an ORM only the final step (``EOS``) is scored; its mask has one entry per row.
+    """
+    tok = task.tokenizer
+    k = task.max_steps + 1
+    ends, mask = step_end_positions(tokens, prompt_len, length, tok.step_id, tok.EOS, k)
+    if spec.kind == "oracle":
+        return _clip(_oracle(task, tokens, prompt_len, ends, mask, gold, key, spec)), mask
+    out, _ = nnx.merge(spec.graphdef, params)(tokens)
+    prob = jax.nn.sigmoid(out[..., 0].astype(jnp.float32))
+    s = jnp.take_along_axis(prob, jnp.maximum(ends, 0), axis=1)
+    if spec.kind == "orm":
+        last = jnp.sum(mask, axis=1) - 1
+        mask = mask & (jnp.arange(k)[None, :] == last[:, None])
+        mask = mask & (jnp.take_along_axis(tokens, jnp.maximum(ends, 0), 1) == tok.EOS)
+    return _clip(s) * mask, mask
+
+
+def aggregate(scores: Float[Array, "B K"], mask: Bool[Array, "B K"], how: str) -> Float[Array, " B"]:
+    """Aggregates step scores over each row's scored steps; rows with none score 0."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {how!r}; choose from {AGGREGATIONS}")
+    n = jnp.sum(mask, axis=1)
+    any_ = n > 0
+    if how == "last":
+        last_pos = jnp.max(jnp.where(mask, jnp.arange(scores.shape[1])[None], -1), axis=1)
+        out = jnp.take_along_axis(scores, jnp.maximum(last_pos, 0)[:, None], axis=1)[:, 0]
+    elif how == "min":
+        out = jnp.min(jnp.where(mask, scores, jnp.inf), axis=1)
+    elif how == "prod":
+        out = jnp.exp(jnp.sum(jnp.where(mask, jnp.log(jnp.maximum(scores, 1e-30)), 0.0), axis=1))
+    else:
+        out = jnp.sum(jnp.where(mask, scores, 0.0), axis=1) / jnp.maximum(n, 1)
+    return jnp.where(any_, out, 0.0)
+
+
+# ---- incremental scoring (search) -------------------------------------------------------------
+def init_state(spec: RewardSpec, params, prompts, prompt_len, *, num_samples: int,
+               cache_len: int) -> RewardState:
+    """Prefills the reward model on the prompts (once per problem) and tiles to the rows."""
+    p = prompts.shape[0]
+    b = p * num_samples
+    rep = functools.partial(jnp.repeat, repeats=num_samples, axis=0)
+    cache = None
+    if spec.learned:
+        model = nnx.merge(spec.graphdef, params)
+        cache = init_cache(model.cfg, p, cache_len + spec.window)
+        _, cache = model(prompts, cache=cache, write_pos=jnp.zeros((p,), jnp.int32))
+        cache = jax.tree.map(rep, cache)
+    return RewardState(cache=cache, length=rep(prompt_len.astype(jnp.int32)),
+                       useful_tokens=jnp.zeros((b,), jnp.int32),
+                       useful_ctx=jnp.zeros((b,), jnp.float32), calls=jnp.zeros((), jnp.int32))
+
+
+def score_new_tokens(
+    spec: RewardSpec, params, task, rs: RewardState, tokens, prompt_len, length, gold_rows, key
+) -> tuple[RewardState, Float[Array, " B"]]:
+    """Scores each row at its current last token, consuming the tokens since the last call.
+
+    Returns the advanced state and scores ``[B]`` (meaningful for rows that advanced; the
+    caller keeps the previous score of rows that did not).
+    """
+    b, t = tokens.shape
+    n_new = length - rs.length
+    j = jnp.arange(spec.window)[None, :]
+    if spec.learned:
+        idx = jnp.clip(rs.length[:, None] + j, 0, t - 1)
+        chunk = jnp.where(j < n_new[:, None], jnp.take_along_axis(tokens, idx, 1), 0)
+        out, cache = nnx.merge(spec.graphdef, params)(chunk, cache=rs.cache, write_pos=rs.length)
+        last = jnp.clip(n_new - 1, 0, spec.window - 1)
+        logit = jnp.take_along_axis(out[..., 0], last[:, None], 1)[:, 0]
+        score = jax.nn.sigmoid(logit.astype(jnp.float32))
+        if spec.kind == "orm":  # an ORM only judges finished solutions
+            fin = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
+            score = jnp.where(fin == task.tokenizer.EOS, score, 0.5)
+    else:
+        cache = None
+        ok = task.prefix_correct(tokens, prompt_len, length, gold_rows)
+        score = _noisy(ok.astype(jnp.float32), key, spec)
+    ctx = (rs.length + 1) * n_new + n_new * (n_new - 1) // 2  # sum of contexts of new tokens
+    rs = rs.replace(cache=cache, length=length,
+                    useful_tokens=rs.useful_tokens + n_new,
+                    useful_ctx=rs.useful_ctx + ctx.astype(jnp.float32), calls=rs.calls + 1)
+    return rs, _clip(score)

@@ -1,0 +1,387 @@
+"""Step-level search over a fixed-shape ``[P, N]`` batch, one ``jax.jit`` per (method, N).
+
+One iteration of the outer ``lax.while_loop`` is one reasoning step for every row:
+
+1. **propose** — each unfinished row decodes until its step delimiter or ``EOS`` (inner
+   ``while_loop``, at most ``task.max_step_len`` tokens; a longer step ends the row as
+   malformed);
+2. **score** — the reward source scores the new step incrementally (its own KV cache); for
+   lookahead search the score is taken at the end of a ``k``-step greedy rollout instead;
+3. **select** — rows are replaced by copies of others: a gather of every batched leaf of the
+   state, both KV caches included (work counters excepted: work done stays done).
+
+Methods (``SearchConfig.method``):
+
+* ``beam`` — PRM beam search (Snell et al. 2024, "Scaling LLM Test-Time Compute Optimally can
+  be More Effective than Scaling Model Parameters", §5): keep the top ``N/M`` rows of each problem
+  by the current step score, expand each ``M`` times.
+* ``dvts`` — diverse verifier tree search (Beeching, Tunstall & Rush 2024, HF blog "Scaling
+  test-time compute"): ``N/M`` independent subtrees of ``M`` rows; each keeps its best row.
+* ``lookahead`` — beam search whose candidates are scored at the end of a ``k``-step greedy
+  (temperature 0) rollout (Snell et al. 2024, §5); rollout tokens are charged to the budget.
+* ``particle`` — particle filtering (Puri et al. 2025, "A Probabilistic Inference Approach to
+  Inference-Time Scaling of LLMs using Particle-Based Monte Carlo Methods"): weights
+  ``softmax(logit(r_t) / T)`` of the step score (incremental weights optional), resampling
+  (multinomial | systematic | stratified | residual) every step or when ESS < threshold·N.
+
+Finished rows are absorbing: they keep their final score and stay in the pool. In beam/DVTS/
+lookahead, copies of a finished row beyond the first are marked invalid (they carry no new
+information and must not be counted twice by the final vote); particle filtering keeps the
+copies, which represent posterior mass. The final pick is a weighted majority vote (Snell's
+"weighted best-of-N") or the argmax of the aggregated score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+from jaxtyping import Array, Bool, Float, Int
+
+from ttc import rewards as R
+from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode, prefill
+from ttc.search.aggregate import best_of_n, majority_vote
+from ttc.search.resample import SCHEMES, ess, resample
+
+METHODS = ("beam", "dvts", "lookahead", "particle")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """A step-level search method (hashable; static under jit).
+
+    Attributes:
+        method: ``beam`` | ``dvts`` | ``lookahead`` | ``particle``.
+        beam_width: ``M``, expansions per kept row (beam, lookahead) or rows per subtree (DVTS);
+            capped at ``N`` (so ``N < M`` budgets still run).
+        lookahead: greedy steps of the rollout (lookahead only).
+        aggregation: step-score aggregation for the final pick (``last|min|prod|mean``).
+        final: ``weighted_majority`` or ``argmax``.
+        incremental: particle filtering: accumulate log-weights between resampling events.
+        scheme: particle filtering resampling scheme.
+    """
+
+    method: str
+    beam_width: int = 4
+    lookahead: int = 1
+    aggregation: str = "last"
+    final: str = "weighted_majority"
+    incremental: bool = False
+    scheme: str = "systematic"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown search method {self.method!r}; choose from {METHODS}")
+        if self.beam_width < 1 or self.lookahead < 0:
+            raise ValueError("need beam_width >= 1 and lookahead >= 0")
+        if self.aggregation not in R.AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {R.AGGREGATIONS}")
+        if self.final not in ("weighted_majority", "argmax"):
+            raise ValueError("final must be weighted_majority or argmax")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}")
+
+    def width(self, n: int) -> int:
+        """Effective ``M`` for budget ``n`` (``min(M, n)``; must divide ``n``)."""
+        m = min(self.beam_width, n)
+        if n % m:
+            raise ValueError(f"budget N={n} is not a multiple of beam_width M={m}")
+        return m
+
+
+@struct.dataclass
+class SearchParams:
+    """Traced knobs of a search (changing them does not recompile).
+
+    Attributes:
+        temperature: particle-filter weight temperature ``T`` in ``softmax(logit(r)/T)``.
+        ess_threshold: resample when ``ESS < ess_threshold * N`` (``>= 1``: every step).
+    """
+
+    temperature: Float[Array, ""]
+    ess_threshold: Float[Array, ""]
+
+    @classmethod
+    def make(cls, temperature: float = 1.0, ess_threshold: float = 1.0) -> SearchParams:
+        if temperature <= 0:
+            raise ValueError(f"particle temperature must be > 0, got {temperature}")
+        return cls(temperature=jnp.asarray(temperature, jnp.float32),
+                   ess_threshold=jnp.asarray(ess_threshold, jnp.float32))
+
+
+@struct.dataclass
+class SearchState:
+    """The outer loop's carry. Batched leaves are ``[B]`` with ``B = P * N``."""
+
+    dec: DecodeState
+    rew: R.RewardState
+    last: Float[Array, " B"]  # latest step score
+    min: Float[Array, " B"]
+    logprod: Float[Array, " B"]
+    sum: Float[Array, " B"]
+    count: Int[Array, " B"]
+    logw: Float[Array, " B"]  # particle log-weights (incremental mode)
+    valid: Bool[Array, " B"]  # False for redundant copies of a finished row
+    # lookahead rollout work (per slot), charged separately in the ledger
+    look_tokens: Int[Array, " B"]
+    look_ctx: Float[Array, " B"]
+    look_rew_tokens: Int[Array, " B"]
+    look_rew_ctx: Float[Array, " B"]
+    look_steps: Int[Array, ""]
+    look_rew_calls: Int[Array, ""]
+    step: Int[Array, ""]
+
+
+def gather_rows(s: SearchState, idx: Int[Array, " B"]) -> SearchState:
+    """Replaces row ``b`` by row ``idx[b]`` in every batched leaf but the work counters."""
+    take = functools.partial(jnp.take, indices=idx, axis=0)
+    d = s.dec
+    dec = d.replace(tokens=take(d.tokens), length=take(d.length), prompt_len=take(d.prompt_len),
+                    cache=jax.tree.map(take, d.cache), logits=take(d.logits),
+                    logprob=take(d.logprob), done=take(d.done))
+    rew = s.rew.replace(cache=jax.tree.map(take, s.rew.cache), length=take(s.rew.length))
+    return s.replace(dec=dec, rew=rew, last=take(s.last), min=take(s.min),
+                     logprod=take(s.logprod), sum=take(s.sum), count=take(s.count),
+                     logw=take(s.logw), valid=take(s.valid))
+
+
+def final_weights(s: SearchState, how: str) -> Float[Array, " B"]:
+    return {
+        "last": lambda: s.last,
+        "min": lambda: s.min,
+        "prod": lambda: jnp.exp(s.logprod),
+        "mean": lambda: s.sum / jnp.maximum(s.count, 1),
+    }[how]()
+
+
+def _rollout_score(policy, reward, task, s: SearchState, k: int):
+    """Greedy ``k``-step rollout from every row; the reward at its end (lookahead search)."""
+    graphdef, params, rparams, gold_rows = policy
+    tok = task.tokenizer
+    greedy = SamplingParams.make(0.0)
+
+    def one(_, carry):
+        dec, rew, score = carry
+        before = dec.length
+        dec = decode(graphdef, params, dec, greedy, stop_ids=(tok.step_id, tok.EOS),
+                     eos_id=tok.EOS, pad_id=tok.PAD, max_steps=task.max_step_len)
+        rew, r = R.score_new_tokens(reward, rparams, task, rew, dec.tokens, dec.prompt_len,
+                                    dec.length, gold_rows, dec.key)
+        return dec, rew, jnp.where(dec.length > before, r, score)
+
+    dec, rew, score = jax.lax.fori_loop(0, k, one, (s.dec, s.rew, s.last))
+    s = s.replace(
+        look_tokens=s.look_tokens + dec.useful_tokens - s.dec.useful_tokens,
+        look_ctx=s.look_ctx + dec.useful_ctx - s.dec.useful_ctx,
+        look_steps=s.look_steps + dec.executed_steps - s.dec.executed_steps,
+        look_rew_tokens=s.look_rew_tokens + rew.useful_tokens - s.rew.useful_tokens,
+        look_rew_ctx=s.look_rew_ctx + rew.useful_ctx - s.rew.useful_ctx,
+        look_rew_calls=s.look_rew_calls + rew.calls - s.rew.calls,
+    )
+    return s, score
+
+
+def propose_and_score(policy, reward, task, cfg: SearchConfig, s: SearchState, sp) -> SearchState:
+    """One reasoning step for every unfinished row, then its score (updates aggregates)."""
+    graphdef, params, rparams, gold_rows = policy
+    tok = task.tokenizer
+    before = s.dec.length
+    dec = decode(graphdef, params, s.dec, sp, stop_ids=(tok.step_id, tok.EOS), eos_id=tok.EOS,
+                 pad_id=tok.PAD, max_steps=task.max_step_len)
+    advanced = dec.length > before
+    lastok = jnp.take_along_axis(dec.tokens, jnp.maximum(dec.length - 1, 0)[:, None], 1)[:, 0]
+    malformed = advanced & ~dec.done & (lastok != tok.step_id)
+    dec = dec.replace(done=dec.done | malformed)
+    key, sub = jax.random.split(dec.key)
+    dec = dec.replace(key=key)
+    rew, r = R.score_new_tokens(reward, rparams, task, s.rew, dec.tokens, dec.prompt_len,
+                                dec.length, gold_rows, sub)
+    s = s.replace(dec=dec, rew=rew)
+    if cfg.method == "lookahead" and cfg.lookahead > 0:
+        s2, r_look = _rollout_score(policy, reward, task, s, cfg.lookahead)
+        s = s2.replace(dec=s.dec, rew=s.rew)  # the rollout itself is discarded
+        r = jnp.where(dec.done, r, r_look)
+    r = jnp.where(advanced, r, s.last)
+    adv = advanced.astype(jnp.float32)
+    return s.replace(
+        last=r,
+        min=jnp.where(advanced, jnp.minimum(s.min, r), s.min),
+        logprod=s.logprod + adv * jnp.log(r),
+        sum=s.sum + adv * r,
+        count=s.count + advanced.astype(jnp.int32),
+        step=s.step + 1,
+    )
+
+
+def select(cfg: SearchConfig, s: SearchState, hp: SearchParams, n: int):
+    """Ancestor indices ``[B]`` (global rows) for every row; identity for finished problems."""
+    b = s.last.shape[0]
+    p = b // n
+    done = s.dec.done.reshape(p, n)
+    problem_done = jnp.all(done, axis=1, keepdims=True)
+    base = (jnp.arange(p) * n)[:, None]
+    ident = jnp.broadcast_to(jnp.arange(n)[None, :], (p, n))
+    if cfg.method == "particle":
+        logit = jnp.log(s.last) - jnp.log1p(-s.last)
+        step_lw = (logit / hp.temperature).reshape(p, n)
+        lw = (s.logw.reshape(p, n) + step_lw) if cfg.incremental else step_lw
+        key, sub = jax.random.split(s.dec.key)
+        need = (ess(lw) < hp.ess_threshold * n)[:, None] | (hp.ess_threshold >= 1.0)
+        anc = jnp.where(need & ~problem_done, resample(sub, lw, cfg.scheme), ident)
+        # after resampling the offspring carry equal weight; otherwise weights accumulate
+        new_lw = jnp.where(need, 0.0, lw) if cfg.incremental else jnp.zeros_like(lw)
+        idx = (anc + base).reshape(b)
+        s = s.replace(dec=s.dec.replace(key=key), logw=new_lw.reshape(b))
+        return s, idx, jnp.ones((b,), bool)  # particle copies all stay valid
+    m = cfg.width(n)
+    score = jnp.where(s.valid, s.last, -jnp.inf).reshape(p, n)
+    if cfg.method == "dvts":
+        g = score.reshape(p, n // m, m)
+        best = jnp.argmax(g, axis=-1)  # [P, n/m], first index on ties
+        top = best + (jnp.arange(n // m) * m)[None, :]
+    else:  # beam, lookahead
+        top = jnp.argsort(-score, axis=-1, stable=True)[:, : n // m]
+    anc = jnp.repeat(top, m, axis=-1)  # each kept row expanded m times
+    anc = jnp.where(problem_done, ident, anc)
+    first = (jnp.arange(n) % m == 0)[None, :] | problem_done
+    idx = (anc + base).reshape(b)
+    return s, idx, first.reshape(b)
+
+
+def apply_selection(s: SearchState, idx, first) -> SearchState:
+    s = gather_rows(s, idx)
+    # a finished row's extra copies carry no new information: drop them from the final vote
+    return s.replace(valid=s.valid & (first | ~s.dec.done))
+
+
+def init_search(policy, reward, task, prompts, prompt_len, key, *, n: int, cache_len: int):
+    graphdef, params, rparams, _ = policy
+    dec = prefill(graphdef, params, prompts, prompt_len, key, num_samples=n, cache_len=cache_len)
+    rew = R.init_state(reward, rparams, prompts, prompt_len, num_samples=n, cache_len=cache_len)
+    b = dec.batch
+    zf, zi = jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32)
+    return SearchState(
+        dec=dec, rew=rew, last=jnp.full((b,), 0.5), min=jnp.ones((b,)), logprod=zf, sum=zf,
+        count=zi, logw=zf, valid=jnp.ones((b,), bool), look_tokens=zi, look_ctx=zf,
+        look_rew_tokens=zi, look_rew_ctx=zf, look_steps=jnp.zeros((), jnp.int32),
+        look_rew_calls=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32),
+    )
+
+
+def finish(task, cfg: SearchConfig, s: SearchState, n: int):
+    """Final pick per problem and the per-row answers/weights."""
+    b = s.last.shape[0]
+    p = b // n
+    answers = task.extract_answer(s.dec.tokens, s.dec.prompt_len).reshape(p, n)
+    w = final_weights(s, cfg.aggregation).reshape(p, n)
+    valid = s.valid.reshape(p, n)
+    if cfg.final == "weighted_majority":
+        chosen = majority_vote(answers, w, valid)
+    else:
+        pick = best_of_n(jnp.where(answers >= 0, w, -jnp.inf), valid & (answers >= 0))
+        chosen = jnp.take_along_axis(answers, pick[:, None], 1)[:, 0]
+    return chosen, answers, w, valid
+
+
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "reward", "task", "cfg", "num_samples", "cache_len")
+)
+def _search_jit(graphdef, params, rparams, prompts, prompt_len, gold, key, sp, hp, *, reward,
+                task, cfg, num_samples, cache_len):
+    TRACE_COUNTS["search"] += 1
+    n = num_samples
+    gold_rows = jnp.repeat(gold, n, axis=0)
+    policy = (graphdef, params, rparams, gold_rows)
+    s = init_search(policy, reward, task, prompts, prompt_len, key, n=n, cache_len=cache_len)
+    max_iter = task.max_steps + 1
+
+    def cond(s):
+        return jnp.any(~s.dec.done) & (s.step < max_iter)
+
+    def body(s):
+        s = propose_and_score(policy, reward, task, cfg, s, sp)
+        s, idx, first = select(cfg, s, hp, n)
+        return apply_selection(s, idx, first)
+
+    s = jax.lax.while_loop(cond, body, s)
+    chosen, answers, w, valid = finish(task, cfg, s, n)
+    return dict(
+        chosen=chosen, answers=answers, weights=w, valid=valid,
+        tokens=s.dec.tokens.reshape(prompts.shape[0], n, -1),
+        dec_tokens=s.dec.useful_tokens, dec_ctx=s.dec.useful_ctx,
+        dec_steps=s.dec.executed_steps,
+        rew_tokens=s.rew.useful_tokens, rew_ctx=s.rew.useful_ctx, rew_calls=s.rew.calls,
+        look_tokens=s.look_tokens, look_ctx=s.look_ctx, look_steps=s.look_steps,
+        look_rew_tokens=s.look_rew_tokens, look_rew_ctx=s.look_rew_ctx,
+        look_rew_calls=s.look_rew_calls, iterations=s.step,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """Host arrays of one search run over ``P`` problems.
+
+    ``chosen`` ``[P]`` final answers; ``answers``/``weights``/``valid`` ``[P, N]`` the final
+    rows; ``work`` per-problem sums of the work counters (see :func:`run_search`).
+    """
+
+    chosen: np.ndarray
+    answers: np.ndarray
+    weights: np.ndarray
+    valid: np.ndarray
+    work: dict[str, np.ndarray]
+    cache_len: int
+    window: int
+
+
+def run_search(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    reward: R.RewardSpec,
+    reward_params,
+    task,
+    prompts: np.ndarray,
+    prompt_len: np.ndarray,
+    gold: np.ndarray,
+    *,
+    cfg: SearchConfig,
+    num_samples: int,
+    sampling: SamplingParams,
+    key,
+    hp: SearchParams | None = None,
+    max_rows: int = 4096,
+) -> SearchResult:
+    """Runs ``cfg`` with ``num_samples`` rows per problem, in fixed-size chunks of problems."""
+    hp = SearchParams.make() if hp is None else hp
+    cfg.width(num_samples)  # validates N vs M early
+    p = prompts.shape[0]
+    per_chunk = max(1, min(p, max_rows // num_samples))
+    cache_len = task.max_prompt_len + task.max_solution_len
+    outs = []
+    for start in range(0, p, per_chunk):
+        idx = np.arange(start, start + per_chunk)
+        idx = np.where(idx < p, idx, start)
+        key, sub = jax.random.split(key)
+        o = jax.device_get(_search_jit(
+            graphdef, params, reward_params, jnp.asarray(prompts[idx]),
+            jnp.asarray(prompt_len[idx]), jnp.asarray(gold[idx]), sub, sampling, hp,
+            reward=reward, task=task, cfg=cfg, num_samples=num_samples, cache_len=cache_len))
+        n_valid = min(per_chunk, p - start)
+        rows = {}
+        for k, v in o.items():
+            v = np.asarray(v)
+            if v.ndim == 0:  # batched loop iterations: every row of the chunk computed each one
+                rows[k] = np.full((n_valid,), float(v) * (1 if k == "iterations" else num_samples))
+            elif v.shape[0] == per_chunk * num_samples:
+                rows[k] = v.reshape(per_chunk, num_samples)[:n_valid].sum(axis=1)
+            else:
+                rows[k] = v[:n_valid]
+        outs.append(rows)
+    cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    main = {k: cat.pop(k) for k in ("chosen", "answers", "weights", "valid", "tokens")}
+    main.pop("tokens")
+    return SearchResult(work=cat, cache_len=cache_len, window=reward.window, **main)
