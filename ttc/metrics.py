@@ -93,3 +93,25 @@ def pareto_frontier(points) -> np.ndarray:
             keep.append(int(i))
             best = pts[i, 1]
     return np.asarray(keep, np.int64)
+
+
+def roc_auc(scores, labels) -> float:
+    """Area under the ROC curve (Mann-Whitney U, ties counted half); NaN if one class only."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels, bool)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(np.r_[pos, neg], kind="mergesort")
+    ranks = np.empty(len(order))
+    allv = np.r_[pos, neg][order]
+    # average ranks over ties
+    i = 0
+    while i < len(allv):
+        j = i
+        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))

@@ -245,10 +245,24 @@ class DistributionalFit:
         if self.method == "tail":
             return predict_coverage(k, self.a, self.b)
         al, be = self.params["alpha"], self.params["beta"]
-        lg = np.vectorize(math.lgamma, otypes=[np.float64])
-        fail = np.exp(lg(be + k) + math.lgamma(al + be) - math.lgamma(be) - lg(al + be + k))
+        fail = np.exp(_lgamma_diff(be + k, al) + math.lgamma(al + be) - math.lgamma(be))
         mass = 1.0 - self.frac_zero - self.frac_one
         return self.frac_one + mass * (1.0 - fail)
+
+
+def _lgamma_diff(x: np.ndarray, d: float) -> np.ndarray:
+    """``log Γ(x) - log Γ(x + d)`` for ``x > 0``, accurate for large ``x`` too (a difference of
+    two ``lgamma`` values near 1e15 would lose every digit): Stirling's series there."""
+    x = np.asarray(x, np.float64)
+    out = np.empty(x.shape)
+    small = x < 1e4
+    lg = np.vectorize(math.lgamma, otypes=[np.float64])
+    out[small] = lg(x[small]) - lg(x[small] + d)
+    z = x[~small]
+    zd = z + d
+    out[~small] = (-(z - 0.5) * np.log1p(d / z) - d * np.log(zd) + d
+                   + (1 / z - 1 / zd) / 12 - (z**-3 - zd**-3) / 360)
+    return out
 
 
 def distributional_exponent(
@@ -333,7 +347,7 @@ def distributional_exponent(
         if not 0 < tail_fraction <= 1:
             raise ValueError("tail_fraction must lie in (0, 1]")
         pos = np.sort(p[p > 0])
-        m = max(10, int(round(tail_fraction * pos.size)))
+        m = max(10, round(tail_fraction * pos.size))
         if pos.size < m or np.unique(pos[:m]).size < 2:
             raise ValueError("too few distinct positive pass@1 values for the tail fit")
         n_zero = total - pos.size

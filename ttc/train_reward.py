@@ -1,0 +1,249 @@
+"""PRM/ORM training with Monte-Carlo step labels (Math-Shepherd, Wang et al. 2024).
+
+1. Sample ``samples_per_problem`` solutions per training problem from the policy.
+2. For every step prefix (up to and including its delimiter) roll out ``rollouts`` completions
+   from the policy; the step's label is the fraction that reach the correct answer (``soft``) or
+   whether any does (``hard``). The last step's label is the solution's own correctness.
+3. Train a transformer with a scalar head by binary cross-entropy at every step's last token
+   (PRM), or with the final correctness at every step end (ORM; Cobbe et al. 2021).
+
+Quality is measured on held-out sampled solutions: ROC-AUC of the final score for final
+correctness, and step accuracy against the task's exact step checker (score > 0.5 vs verdict).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from ttc import checkpoint
+from ttc import rewards as R
+from ttc.checkpoint import LoadedModel
+from ttc.decode import SamplingParams, generate_solutions
+from ttc.metrics import roc_auc
+from ttc.models.transformer import TransformerConfig, create
+from ttc.tasks.base import Task
+from ttc.train import TrainConfig, cache_key, make_optimizer, train_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LabelConfig:
+    """Monte-Carlo labelling (hashable).
+
+    Attributes:
+        problems: training problems to sample from (train split).
+        samples_per_problem: policy solutions per problem.
+        rollouts: completions per step prefix (``K``).
+        hard: label = any rollout correct (else the fraction, "soft").
+        seed: sampling seed.
+    """
+
+    problems: int = 512
+    samples_per_problem: int = 4
+    rollouts: int = 4
+    hard: bool = False
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class StepDataset:
+    """Sequences with per-step labels. ``ends``/``labels``/``mask``/``exact`` are ``[M, K]``;
+    ``final`` ``[M]`` is the solution's correctness."""
+
+    tokens: np.ndarray
+    ends: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray
+    exact: np.ndarray
+    final: np.ndarray
+
+
+def _step_ends(task: Task, tokens, prompt_len, length):
+    ends, mask = jax.jit(R.step_end_positions, static_argnums=(3, 4, 5))(
+        jnp.asarray(tokens), jnp.asarray(prompt_len), jnp.asarray(length),
+        task.tokenizer.step_id, task.tokenizer.EOS, task.max_steps + 1)
+    return np.asarray(ends), np.asarray(mask)
+
+
+def _exact_verdicts(task: Task, tokens, prompt_len, ends, mask, gold):
+    f = jax.jit(lambda t, pl, e, g: jax.vmap(lambda ee: task.prefix_correct(t, pl, ee + 1, g),
+                                             in_axes=1, out_axes=1)(e))
+    return np.asarray(f(jnp.asarray(tokens), jnp.asarray(prompt_len), jnp.asarray(ends),
+                        jnp.asarray(gold))) & mask
+
+
+def monte_carlo_labels(policy: LoadedModel, task: Task, cfg: LabelConfig, *, split: str = "train",
+                       seed_offset: int = 0, progress: bool = True) -> StepDataset:
+    """Samples solutions and labels every step by policy rollouts (see module docstring)."""
+    probs = task.problems(cfg.problems, seed=20_000 + cfg.seed + seed_offset, split=split)
+    key = jax.random.key(cfg.seed + seed_offset)
+    k1, k2 = jax.random.split(key)
+    sp = SamplingParams.make(1.0)
+    n = cfg.samples_per_problem
+    s = generate_solutions(policy.graphdef, policy.params, task, probs.prompts, probs.prompt_len,
+                           num_samples=n, sampling=sp, key=k1, progress=progress)
+    p, _, t = s.tokens.shape
+    tokens = s.tokens.reshape(p * n, t)
+    length = s.length.reshape(-1)
+    plen = np.repeat(probs.prompt_len, n)
+    gold_ans = np.repeat(probs.answers, n)
+    gold = np.repeat(probs.gold, n, axis=0)
+    final = s.answers.reshape(-1) == gold_ans
+    ends, mask = _step_ends(task, tokens, plen, length)
+    exact = _exact_verdicts(task, tokens, plen, ends, mask, gold)
+    labels = np.zeros(ends.shape, np.float32)
+    # the final scored step of each row gets the row's own outcome
+    last = mask.sum(1) - 1
+    rows_with_steps = last >= 0
+    labels[np.flatnonzero(rows_with_steps), last[rows_with_steps]] = final[rows_with_steps]
+    # every earlier step prefix: K rollouts from the prefix
+    rr, kk = np.nonzero(mask & (np.arange(ends.shape[1])[None] < last[:, None]))
+    if len(rr):
+        pre_len = ends[rr, kk] + 1
+        prefixes = np.where(np.arange(t)[None] < pre_len[:, None], tokens[rr], 0)
+        roll = generate_solutions(policy.graphdef, policy.params, task, prefixes, pre_len,
+                                  num_samples=cfg.rollouts, sampling=sp, key=k2,
+                                  progress=progress)
+        ok = roll.answers == gold_ans[rr][:, None]
+        labels[rr, kk] = ok.any(1) if cfg.hard else ok.mean(1)
+    return StepDataset(tokens=tokens, ends=np.maximum(ends, 0), labels=labels, mask=mask,
+                       exact=exact, final=final)
+
+
+def reward_loss(model, tokens, ends, labels, mask):
+    out, _ = model(tokens)
+    logit = jnp.take_along_axis(out[..., 0].astype(jnp.float32), ends, axis=1)
+    bce = jnp.maximum(logit, 0) - logit * labels + jnp.log1p(jnp.exp(-jnp.abs(logit)))
+    return jnp.sum(bce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def reward_quality(spec: R.RewardSpec, params, task: Task, data: StepDataset) -> dict:
+    """AUC of the final score for correctness and step accuracy against the exact checker."""
+    scores = []
+
+    @jax.jit
+    def probs(p, t):
+        out, _ = nnx.merge(spec.graphdef, p)(t)
+        return jax.nn.sigmoid(out[..., 0])
+
+    for i in range(0, len(data.tokens), 1024):
+        scores.append(np.asarray(probs(params, jnp.asarray(data.tokens[i : i + 1024]))))
+    prob = np.concatenate(scores)
+    step_scores = np.take_along_axis(prob, data.ends, 1)
+    last = data.mask.sum(1) - 1
+    ok = last >= 0
+    final_score = step_scores[np.flatnonzero(ok), last[ok]]
+    out = {"final_auc": roc_auc(final_score, data.final[ok])}
+    if spec.kind == "prm":
+        pred = step_scores > 0.5
+        out["step_accuracy"] = float(np.mean(pred[data.mask] == data.exact[data.mask]))
+        out["step_auc"] = roc_auc(step_scores[data.mask], data.exact[data.mask])
+        out["step_label_mae"] = float(np.mean(np.abs(step_scores - data.labels)[data.mask]))
+    return out
+
+
+def init_from_policy(model: LoadedModel, policy: LoadedModel) -> LoadedModel:
+    """Copies every parameter but the output head from ``policy`` (same trunk shapes).
+
+    Reward models are usually fine-tuned from the policy or base LM (Math-Shepherd; Lightman et
+    al. 2023): the trunk already computes the step arithmetic, so judging it is easier.
+    """
+    src = nnx.to_pure_dict(policy.params)
+    dst = nnx.to_pure_dict(model.params)
+    for k in dst:
+        if k != "head":
+            if jax.tree.map(np.shape, dst[k]) != jax.tree.map(np.shape, src[k]):
+                raise ValueError(f"reward model trunk {k!r} does not match the policy's shapes")
+            dst[k] = src[k]
+    params = model.params
+    nnx.replace_by_pure_dict(params, dst)
+    return dataclasses.replace(model, params=params)
+
+
+def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Task,
+                       model_cfg: TransformerConfig, cfg: TrainConfig, *,
+                       init_from: LoadedModel | None = None,
+                       progress: bool = True) -> LoadedModel:
+    """Trains a PRM (per-step MC labels) or ORM (final correctness at every step end),
+    optionally starting from the policy's trunk (``init_from``)."""
+    if kind not in ("prm", "orm"):
+        raise ValueError(f"kind must be prm or orm, got {kind!r}")
+    module = create(model_cfg, seed=cfg.seed + (1 if kind == "prm" else 2))
+    model = LoadedModel.from_module(module)
+    if init_from is not None:
+        model = init_from_policy(model, init_from)
+    graphdef, params = model.graphdef, model.params
+    spec = R.RewardSpec(kind=kind, graphdef=graphdef, window=task.max_step_len)
+    labels = data.labels if kind == "prm" else np.broadcast_to(
+        data.final[:, None], data.labels.shape).astype(np.float32)
+    tx = make_optimizer(cfg)
+    opt_state = tx.init(params)
+    rng = np.random.default_rng(cfg.seed)
+    t0 = time.time()
+    history, quality, step = [], {}, 0
+    bar = tqdm(range(1, cfg.steps + 1), desc=f"train {kind}", disable=not progress)
+    for step in bar:
+        i = rng.integers(0, len(data.tokens), cfg.batch_size)
+        batch = tuple(jnp.asarray(a[i]) for a in (data.tokens, data.ends, labels, data.mask))
+        params, opt_state, loss = train_step(graphdef, params, opt_state, batch, tx=tx,
+                                             loss_fn=reward_loss)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            quality = reward_quality(spec, params, task, val)
+            history.append({"step": step, "loss": float(loss), **quality,
+                            "time_s": round(time.time() - t0, 1)})
+            bar.set_postfix(loss=f"{float(loss):.3f}", auc=f"{quality['final_auc']:.3f}")
+            log.info("%s step %d loss %.4f %s", kind, step, float(loss), quality)
+    meta = {"kind": kind, "train": {**dataclasses.asdict(cfg), "steps_run": step,
+                                    "time_s": round(time.time() - t0, 1), "history": history},
+            "quality": quality}
+    return LoadedModel(cfg=model_cfg, graphdef=graphdef, params=params, meta=meta)
+
+
+def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: TransformerConfig,
+                     label_cfg: LabelConfig, cfg: TrainConfig, *, cache_dir: str | Path,
+                     init_from_policy: bool = True, progress: bool = True) -> LoadedModel:
+    """Loads the cached PRM/ORM for (policy, task, configs) or labels data and trains one."""
+    base = Path(cache_dir)
+    path = base / (f"{kind}-{cache_key(policy.meta.get('id'), task, model_cfg, label_cfg, cfg)}"
+                   f"{'-init' if init_from_policy else ''}")
+    if checkpoint.exists(path):
+        log.info("reusing cached %s %s", kind, path)
+        m = checkpoint.load(path)
+    else:
+        data_path = base / f"mc-labels-{cache_key(policy.meta.get('id'), task, label_cfg)}.npz"
+        data, val = _labels(policy, task, label_cfg, data_path, progress)
+        m = train_reward_model(kind, data, val, task, model_cfg, cfg, progress=progress,
+                               init_from=policy if init_from_policy else None)
+        checkpoint.save(path, m)
+    m.meta["id"] = path.name
+    return m
+
+
+def _labels(policy, task, label_cfg, path: Path, progress: bool):
+    fields = [f.name for f in dataclasses.fields(StepDataset)]
+    if path.exists():
+        with np.load(path) as z:
+            d = {k: z[k] for k in z.files}
+        return (StepDataset(**{f: d["train_" + f] for f in fields}),
+                StepDataset(**{f: d["val_" + f] for f in fields}))
+    t0 = time.time()
+    data = monte_carlo_labels(policy, task, label_cfg, progress=progress)
+    val_cfg = dataclasses.replace(label_cfg, problems=max(64, label_cfg.problems // 4))
+    val = monte_carlo_labels(policy, task, val_cfg, seed_offset=777, progress=progress)
+    log.info("Monte-Carlo step labels: %d solutions in %.0fs", len(data.tokens), time.time() - t0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **{f"train_{f}": getattr(data, f) for f in fields},
+                        **{f"val_{f}": getattr(val, f) for f in fields})
+    tmp.replace(path)
+    return data, val
