@@ -17,6 +17,8 @@ from ttc.tasks.base import Task
 from ttc.train import TrainConfig
 
 log = logging.getLogger("ttc")
+for _noisy in ("absl", "jax._src.xla_bridge", "orbax"):  # INFO chatter of dependencies
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 # absolute, so the console scripts find the configs wherever they are started from
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")

@@ -26,28 +26,50 @@ from experiments.common import (
     train_config,
 )
 from ttc.errors import ConfigError
-from ttc.evaluate import EvalConfig, MethodSpec, evaluate, format_table
+from ttc.evaluate import EvalConfig, RewardSource, evaluate, format_table
+from ttc.methods import MethodSpec, make_spec
+from ttc.rewards import RewardSpec
+from ttc.train_reward import LabelConfig, get_reward_model
 from ttc.plots import frontier_rows, plot_pareto
 from ttc.results import ResultsStore
-from ttc.search.pool import POOL_METHODS
 from ttc.train import get_policy
 
 log = logging.getLogger("ttc.run")
 
-KNOWN_METHODS = set(POOL_METHODS)
-
 
 def method_specs(cfg: DictConfig) -> list[MethodSpec]:
-    specs = []
-    for m in cfg.methods:
-        m = OmegaConf.to_container(m, resolve=True)
-        if not isinstance(m, dict) or "name" not in m:
-            raise ConfigError(f"each entry of `methods` needs a name, got {m!r}")
-        name = m.pop("name")
-        if name not in KNOWN_METHODS:
-            raise ConfigError(f"unknown method {name!r}; available: {sorted(KNOWN_METHODS)}")
-        specs.append(MethodSpec(name=name, params=tuple(sorted(m.items()))))
+    specs = [make_spec(OmegaConf.to_container(m, resolve=True) if OmegaConf.is_config(m) else m)
+             for m in cfg.methods]
+    labels = [m.label for m in specs]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(f"method labels must be unique, {dup} repeat; give each a `label`")
     return specs
+
+
+def reward_sources(cfg: DictConfig, methods, task, policy, pcfg) -> dict[str, RewardSource]:
+    """Trains (or loads cached) PRM/ORM models that the methods need."""
+    kinds = sorted({m.reward for m in methods if m.reward in ("prm", "orm")})
+    out = {}
+    if not kinds:
+        return out
+    rcfg = dataclasses.replace(pcfg, head="scalar")
+    try:
+        labels = LabelConfig(**OmegaConf.to_container(cfg.reward.labels, resolve=True))
+    except TypeError as e:
+        raise ConfigError(f"reward.labels: {e}") from None
+    tcfg = train_config(cfg.reward.train)
+    for kind in kinds:
+        m = get_reward_model(kind, policy, task, rcfg, labels, tcfg, cache_dir=cfg.cache_dir,
+                             init_from_policy=bool(cfg.reward.init_from_policy),
+                             progress=cfg.progress)
+        q = m.meta.get("quality", {})
+        log.info("%s %s quality: %s", kind, m.meta.get("id"), q)
+        print(f"{kind} {m.meta.get('id')}: " + ", ".join(f"{k}={v:.3f}" for k, v in q.items()))
+        out[kind] = RewardSource(
+            spec=RewardSpec(kind=kind, graphdef=m.graphdef, window=task.max_step_len),
+            params=m.params, cfg=m.cfg, meta=m.meta)
+    return out
 
 
 def eval_config(cfg: DictConfig) -> EvalConfig:
@@ -101,8 +123,9 @@ def run(cfg: DictConfig) -> None:
                         checkpoint_path=as_path(cfg.policy.checkpoint), progress=cfg.progress)
     run_config = {"task": dataclasses.asdict(task), "policy": dataclasses.asdict(pcfg),
                   "policy_id": policy.meta.get("id")}
-    new = evaluate(policy, task, methods, ecfg, store, run_dir=run_dir, run_config=run_config,
-                   progress=cfg.progress)
+    rewards = reward_sources(cfg, methods, task, policy, pcfg)
+    new = evaluate(policy, task, methods, ecfg, store, run_dir=run_dir, rewards=rewards,
+                   run_config=run_config, progress=cfg.progress)
     plot = write_outputs(store, run_dir)
     if mirror is not None:
         mirror.finish(plot)

@@ -86,11 +86,14 @@ class ModelSize:
         )
 
 
-# the default ttc policy (conf/policy/tiny.yaml, arithmetic vocabulary) and a ~3M-parameter one
-DEFAULT_SIZES: tuple[ModelSize, ...] = (
+# the default ttc policy (conf/policy/tiny.yaml, arithmetic vocabulary), a 1.6M-parameter one and
+# a 3.2M-parameter one (not run by default: its batch-1024 cells alone take minutes on 2 cores)
+KNOWN_SIZES: tuple[ModelSize, ...] = (
     ModelSize("policy-tiny", d_model=64, n_layers=2, n_heads=4, d_ff=256),
-    ModelSize("3M", d_model=256, n_layers=4, n_heads=4, d_ff=1024),
+    ModelSize("1.6M", d_model=256, n_layers=2, n_heads=4, d_ff=1024),
+    ModelSize("3.2M", d_model=256, n_layers=4, n_heads=4, d_ff=1024),
 )
+DEFAULT_SIZES: tuple[str, ...] = ("policy-tiny", "1.6M")
 QUICK_SIZES: tuple[ModelSize, ...] = (
     ModelSize("quick", d_model=32, n_layers=2, n_heads=4, d_ff=64),
 )
@@ -114,12 +117,17 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, core counts, load and library versions of this machine."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 1
+    usable = usable_cores()
     return {
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -135,6 +143,7 @@ def machine_info() -> dict[str, Any]:
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(d) for d in jax.devices()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "loadavg_start": list(os.getloadavg()),
     }
 
@@ -148,21 +157,23 @@ def peak_rss_mb() -> float:
 # ---------------------------------------------------------------------------------------------
 # Timing helpers
 # ---------------------------------------------------------------------------------------------
-def time_fn(fn: Callable[[], Any], repeats: int, budget_s: float) -> dict[str, float]:
+def time_fn(fn: Callable[[], Any], repeats: int, budget_s: float,
+            warmup: Callable[[], Any] | None = None) -> dict[str, float]:
     """Times ``fn`` after one untimed warm-up call.
 
     Args:
         fn: a call that blocks until its result is ready.
         repeats: most timed calls.
         budget_s: stop repeating once the timed calls have taken this long (at least one runs).
+        warmup: the untimed first call (default ``fn``).
 
     Returns:
-        ``warmup_s`` (first call: compilation included), ``best_s``, ``median_s`` and ``repeats``
-        (timed calls actually made).
+        ``warmup_s`` (the warm-up call: compilation included), ``best_s``, ``median_s`` and
+        ``repeats`` (timed calls actually made).
     """
     t0 = time.perf_counter()
-    fn()
-    warmup = time.perf_counter() - t0
+    (warmup or fn)()
+    warmup_s = time.perf_counter() - t0
     times: list[float] = []
     spent = 0.0
     while len(times) < max(1, repeats) and (not times or spent < budget_s):
@@ -171,7 +182,7 @@ def time_fn(fn: Callable[[], Any], repeats: int, budget_s: float) -> dict[str, f
         times.append(time.perf_counter() - t0)
         spent += times[-1]
     return {
-        "warmup_s": warmup,
+        "warmup_s": warmup_s,
         "best_s": min(times),
         "median_s": statistics.median(times),
         "repeats": len(times),
@@ -231,6 +242,7 @@ def load_hf() -> tuple[Any, Any]:
     import torch
     import transformers
 
+    transformers.logging.set_verbosity_error()  # no per-call advice about attention masks
     return torch, transformers
 
 
@@ -328,7 +340,11 @@ def bench_ttc(size: ModelSize, batch: int, prompt: np.ndarray, new_tokens: int,
 
 def bench_hf(torch: Any, model: Any, batch: int, prompt: np.ndarray, new_tokens: int,
              args: argparse.Namespace) -> dict[str, Any]:
-    """Times Hugging Face ``generate`` (sampling, exactly ``new_tokens`` new tokens)."""
+    """Times Hugging Face ``generate`` (sampling, exactly ``new_tokens`` new tokens).
+
+    There is nothing to compile, so the warm-up call generates only a few tokens at the same
+    batch (first-call allocations, thread start-up); every timed call is a full one.
+    """
     ids = torch.as_tensor(np.tile(prompt[None], (batch, 1)), dtype=torch.long)
     mask = torch.ones_like(ids)
     torch.manual_seed(0)
@@ -337,11 +353,12 @@ def bench_hf(torch: Any, model: Any, batch: int, prompt: np.ndarray, new_tokens:
         min_new_tokens=new_tokens, pad_token_id=0,
     )
 
-    def call():
+    def call(n: int = new_tokens):
         with torch.inference_mode():
-            return model.generate(input_ids=ids, attention_mask=mask, **kw)
+            return model.generate(input_ids=ids, attention_mask=mask,
+                                  **{**kw, "max_new_tokens": n, "min_new_tokens": n})
 
-    t = time_fn(call, args.repeats, args.budget_s)
+    t = time_fn(call, args.repeats, args.budget_s, warmup=lambda: call(min(4, new_tokens)))
     out = call()
     if tuple(out.shape) != (batch, len(prompt) + new_tokens):
         raise RuntimeError(f"HF generate returned shape {tuple(out.shape)}")
@@ -369,8 +386,9 @@ def bench_decode(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Decode throughput of ttc and HF ``generate`` for every size and batch in ``args``.
 
     Returns:
-        One row per (size, batch, impl). HF rows carry ``ttc_over_impl`` (ttc tokens/s over
-        theirs); skipped HF rows carry ``skipped`` with the reason.
+        One row per (size, batch, impl[, HF thread count]). HF rows carry ``ttc_over_impl`` (ttc
+        tokens/s over theirs); skipped HF rows carry ``skipped`` with the reason. ``load1`` is the
+        1-minute load average when the measurement started (other processes on the machine).
     """
     hf = None
     hf_skip = None
@@ -381,9 +399,6 @@ def bench_decode(args: argparse.Namespace) -> list[dict[str, Any]]:
             hf = load_hf()
         except ImportError:
             hf_skip = HF_SKIP_REASON
-    if hf is not None:
-        torch = hf[0]
-        torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     peak = getattr(args, "peak_gflops", None)
@@ -393,19 +408,27 @@ def bench_decode(args: argparse.Namespace) -> list[dict[str, Any]]:
         for batch in args.batch:
             base = {"section": "decode", "size": size.name, **dataclasses.asdict(size),
                     "batch": batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens}
-            ttc_row = _finish_row(bench_ttc(size, batch, prompt, args.new_tokens, args), base,
-                                  batch, args.new_tokens, peak)
+            load = os.getloadavg()[0]
+            r = bench_ttc(size, batch, prompt, args.new_tokens, args)
+            ttc_row = _finish_row({**r, "threads": usable_cores(), "load1": load},
+                                  base, batch, args.new_tokens, peak)
             rows.append(ttc_row)
             _print_row(ttc_row)
             for name in ("hf-llama", "hf-gpt2"):
                 if hf is None:
                     row = {**base, "impl": name, "skipped": hf_skip}
-                else:
+                    rows.append(row)
+                    _print_row(row)
+                    continue
+                for threads in args.hf_threads:
+                    hf[0].set_num_threads(threads)
+                    load = os.getloadavg()[0]
                     r = bench_hf(hf[0], models[name], batch, prompt, args.new_tokens, args)
-                    row = _finish_row({"impl": name, **r}, base, batch, args.new_tokens, peak)
+                    row = _finish_row({"impl": name, "threads": threads, "load1": load, **r},
+                                      base, batch, args.new_tokens, peak)
                     row["ttc_over_impl"] = ttc_row["tokens_per_s"] / row["tokens_per_s"]
-                rows.append(row)
-                _print_row(row)
+                    rows.append(row)
+                    _print_row(row)
     return rows
 
 
@@ -444,15 +467,16 @@ SECTIONS: dict[str, Section] = {
 # ---------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------
-_HEADER = (f"{'size':<12} {'batch':>6} {'impl':<9} {'tokens/s':>11} {'GFLOP/s':>8} "
-           f"{'%peak':>6} {'ttc/impl':>8} {'best s':>8} {'warmup s':>8} {'RSS MiB':>8}")
+_HEADER = (f"{'size':<12} {'batch':>6} {'impl':<9} {'thr':>3} {'tokens/s':>11} {'GFLOP/s':>8} "
+           f"{'%peak':>6} {'ttc/impl':>8} {'best s':>8} {'median s':>8} {'warmup s':>8} "
+           f"{'load':>5} {'RSS MiB':>8}")
 
 
 def _print_row(row: dict[str, Any]) -> None:
     if row.get("section") != "decode":
         print(json.dumps(row, default=str), flush=True)
         return
-    head = f"{row['size']:<12} {row['batch']:>6} {row['impl']:<9}"
+    head = f"{row['size']:<12} {row['batch']:>6} {row['impl']:<9} {row.get('threads', ''):>3}"
     if row.get("skipped"):
         print(f"{head} {row['skipped']}", flush=True)
         return
@@ -461,9 +485,52 @@ def _print_row(row: dict[str, Any]) -> None:
     print(
         f"{head} {row['tokens_per_s']:>11,.0f} {row['gflops_useful']:>8.2f} "
         f"{(f'{100 * frac:.1f}' if frac else '-'):>6} {(f'{ratio:.2f}x' if ratio else '-'):>8} "
-        f"{row['best_s']:>8.3f} {row['warmup_s']:>8.2f} {row['peak_rss_mb']:>8.0f}",
+        f"{row['best_s']:>8.3f} {row['median_s']:>8.3f} {row['warmup_s']:>8.2f} "
+        f"{row['load1']:>5.2f} {row['peak_rss_mb']:>8.0f}",
         flush=True,
     )
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (size, batch): ttc tokens/s against each HF model's best thread count.
+
+    Args:
+        rows: the ``decode`` section's rows.
+
+    Returns:
+        One dict per (size, batch) with ``ttc_tokens_per_s`` and, for each HF model that ran,
+        ``<impl>_tokens_per_s``, ``<impl>_threads`` and ``ttc_over_<impl>``.
+    """
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        if r.get("section") != "decode" or r.get("skipped"):
+            continue
+        s = out.setdefault((r["size"], r["batch"]), {"size": r["size"], "batch": r["batch"]})
+        if r["impl"] == "ttc":
+            s["ttc_tokens_per_s"] = r["tokens_per_s"]
+            s["ttc_frac_peak"] = r["frac_peak"]
+        elif r["tokens_per_s"] > s.get(f"{r['impl']}_tokens_per_s", 0.0):
+            s[f"{r['impl']}_tokens_per_s"] = r["tokens_per_s"]
+            s[f"{r['impl']}_threads"] = r.get("threads")
+    for s in out.values():
+        for impl in ("hf-llama", "hf-gpt2"):
+            if f"{impl}_tokens_per_s" in s and "ttc_tokens_per_s" in s:
+                s[f"ttc_over_{impl}"] = s["ttc_tokens_per_s"] / s[f"{impl}_tokens_per_s"]
+    return list(out.values())
+
+
+def _print_summary(summary: list[dict[str, Any]]) -> None:
+    if not summary:
+        return
+    print(f"\n{'size':<12} {'batch':>6} {'ttc tok/s':>11} {'llama tok/s':>12} {'ttc/llama':>9} "
+          f"{'gpt2 tok/s':>11} {'ttc/gpt2':>9}   (HF: best thread count)")
+    for s in summary:
+        def cell(key: str, width: int, fmt: str, s: dict[str, Any] = s) -> str:
+            return f"{format(s[key], fmt):>{width}}" if key in s else f"{'-':>{width}}"
+
+        print(f"{s['size']:<12} {s['batch']:>6} {cell('ttc_tokens_per_s', 11, ',.0f')} "
+              f"{cell('hf-llama_tokens_per_s', 12, ',.0f')} {cell('ttc_over_hf-llama', 8, '.2f')}x "
+              f"{cell('hf-gpt2_tokens_per_s', 11, ',.0f')} {cell('ttc_over_hf-gpt2', 8, '.2f')}x")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -474,14 +541,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=None, help="new tokens per row (default 64)")
     p.add_argument("--prompt-len", type=int, default=None, help="shared prompt length (16)")
     p.add_argument("--repeats", type=int, default=None, help="most timed repeats (default 3)")
-    p.add_argument("--budget-s", type=float, default=20.0,
+    p.add_argument("--budget-s", type=float, default=10.0,
                    help="stop repeating a measurement once its timed calls took this long")
     p.add_argument("--sizes", nargs="+", default=None,
-                   help=f"size names among {[s.name for s in DEFAULT_SIZES]} (default: all)")
+                   help=f"size names among {[s.name for s in KNOWN_SIZES]} "
+                        f"(default: {' '.join(DEFAULT_SIZES)})")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="torch.set_num_threads (default: all cores)")
+    p.add_argument("--hf-threads", type=int, nargs="+", default=None,
+                   help="torch.set_num_threads for HF, one measurement each (default: all cores)")
     p.add_argument("--matmul-n", type=int, default=None, help="matmul size for the peak (2048)")
+    p.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "inherit"],
+                   help="OMP_WAIT_POLICY for torch, set before it is imported (default PASSIVE: "
+                        "spinning OpenMP threads stall for seconds when other processes share "
+                        "the cores; 'inherit' leaves the environment alone)")
     p.add_argument("--skip-hf", action="store_true", help="do not run the HF baselines")
     p.add_argument("--quick", action="store_true", help="tiny sizes and batches (seconds)")
     p.add_argument("--out", default="bench.json", help="where to write the JSON report")
@@ -495,17 +567,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if q:
         args.sizes = list(QUICK_SIZES)
     else:
-        known = {s.name: s for s in DEFAULT_SIZES}
-        names = args.sizes or list(known)
+        known = {s.name: s for s in KNOWN_SIZES}
+        names = args.sizes or list(DEFAULT_SIZES)
         bad = [n for n in names if n not in known]
         if bad:
             p.error(f"unknown size(s) {bad}; choose among {list(known)}")
         args.sizes = [known[n] for n in names]
-    for f in ("new_tokens", "prompt_len", "repeats", "matmul_n", "threads"):
+    args.hf_threads = args.hf_threads or [usable_cores()]
+    for f in ("new_tokens", "prompt_len", "repeats", "matmul_n"):
         if getattr(args, f) < 1:
             p.error(f"--{f.replace('_', '-')} must be positive")
-    if min(args.batch) < 1:
-        p.error("--batch must be positive")
+    if min(args.batch) < 1 or min(args.hf_threads) < 1:
+        p.error("--batch and --hf-threads must be positive")
     return args
 
 
@@ -520,6 +593,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     args = parse_args(argv)
     t_start = time.perf_counter()
+    if args.omp_wait_policy != "inherit":
+        if "torch" in sys.modules:
+            print("# note: torch already imported, --omp-wait-policy has no effect", flush=True)
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
     machine = machine_info()
     print(f"# {machine['cpu_model']}, {machine['usable_cores']} cores, jax {machine['jax']}, "
           f"torch {machine['torch'] or '-'}, transformers {machine['transformers'] or '-'}; "
@@ -528,7 +605,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_hf:
         try:
             torch, _ = load_hf()
-            torch.set_num_threads(args.threads)
+            torch.set_num_threads(args.hf_threads[0])
             peaks["torch"] = measure_torch_matmul_peak(torch, args.matmul_n,
                                                        repeats=2 if args.quick else 5)
         except ImportError:
@@ -544,6 +621,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in args.sections:
         sections[name] = SECTIONS[name](args)
     machine["loadavg_end"] = list(os.getloadavg())
+    summary = summarize(sections.get("decode", []))
+    _print_summary(summary)
     report = {
         "command": " ".join([os.path.basename(sys.argv[0]) or "bench.py", *(argv or sys.argv[1:])]),
         "machine": machine,
@@ -552,6 +631,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "matmul_peak": peaks,
         "peak_gflops": args.peak_gflops,
         "sections": sections,
+        "summary": summary,
         "peak_rss_mb": peak_rss_mb(),
         "wall_s": time.perf_counter() - t_start,
     }

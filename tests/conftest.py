@@ -30,3 +30,23 @@ def tiny_cfg(task) -> TransformerConfig:
 @pytest.fixture(scope="session")
 def tiny_policy(tiny_cfg) -> LoadedModel:
     return LoadedModel.from_module(create(tiny_cfg, seed=0))
+
+
+@pytest.fixture(scope="session")
+def small_task() -> ArithmeticTask:
+    return ArithmeticTask(min_ops=1, max_ops=2, modulus=5)
+
+
+@pytest.fixture(scope="session")
+def trained_policy(small_task) -> LoadedModel:
+    """A d=32 policy trained briefly on 1-2-op chains mod 5: well-formed, often right."""
+    from ttc.train import TrainConfig, train_policy
+
+    cfg = TransformerConfig(vocab_size=small_task.tokenizer.vocab_size, d_model=32, n_layers=2,
+                            n_heads=4, d_ff=64,
+                            max_len=small_task.max_prompt_len + small_task.max_solution_len)
+    tc = TrainConfig(steps=250, batch_size=64, lr=3e-3, warmup=20, eval_every=250,
+                     eval_problems=64, stop_accuracy=1.0)
+    model = train_policy(small_task, cfg, tc, progress=False)
+    model.meta["id"] = "test-trained-policy"
+    return model

@@ -14,6 +14,8 @@ TINY = [
     "task.min_ops=1", "task.max_ops=2", "policy.d_model=32", "policy.d_ff=64",
     "train.steps=30", "train.eval_every=15", "train.eval_problems=16", "train.batch_size=32",
     "eval.n_problems=12", "budgets=[1,2,4]", "progress=false",
+    "reward.labels.problems=8", "reward.labels.samples_per_problem=2", "reward.labels.rollouts=2",
+    "reward.train.steps=6", "reward.train.eval_every=3", "reward.train.batch_size=16",
 ]
 
 
@@ -28,8 +30,15 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     methods = {r["method"] for r in recs}
-    assert methods == {"single", "majority", "bon_loglik", "coverage"}
-    assert len(recs) == 1 + 3 * 3
+    assert methods == {"single", "majority", "bon_loglik", "coverage", "bon_prm", "wmaj_prm",
+                       "bon_orm", "beam_prm", "dvts_prm", "lookahead_prm", "pf_prm"}
+    assert len(recs) == 1 + 10 * 3
+    by = {(r["method"], r["budget"]): r for r in recs}
+    # reward-model FLOPs and lookahead rollouts are charged
+    assert by[("bon_prm", 4)]["flops_components"]["reward"]["useful"] > 0
+    assert by[("lookahead_prm", 4)]["flops_components"]["lookahead"]["useful"] > 0
+    assert by[("lookahead_prm", 4)]["flops_useful"] > by[("beam_prm", 4)]["flops_useful"]
+    assert by[("beam_prm", 4)]["config"]["reward_model"]["quality"]["final_auc"] >= 0
     for r in recs:
         for k in ("accuracy", "ci_low", "ci_high", "generations", "tokens", "flops_useful",
                   "flops_executed", "wall_time_s", "config"):
@@ -53,6 +62,9 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
         ("budgets=[1,-4]", "budgets must be positive"),
         ("policy.checkpoint=/nonexistent/ckpt", "not a ttc checkpoint"),
         ("methods=[{name:nope}]", "unknown method"),
+        ("methods=[{name:beam,beam_width:0}]", "beam_width"),
+        ("methods=[{name:majority,reward:prm}]", "does not take"),
+        ("methods=[{name:beam,reward:orm}]", "needs a step reward"),
         ("task.min_ops=0", "task:"),
     ],
 )

@@ -14,35 +14,28 @@ import logging
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
+import functools
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ttc import flops as F
+from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
-from ttc.decode import SamplingParams, Samples, generate_solutions
+from ttc.decode import TRACE_COUNTS, SamplingParams, Samples, generate_solutions
 from ttc.errors import ConfigError
-from ttc.metrics import bootstrap_ci
+from ttc.methods import MethodSpec
+from ttc.metrics import bootstrap_ci, expected_best_of_k
+from ttc.models.transformer import TransformerConfig
 from ttc.results import ResultsStore, cell_key
 from ttc.search import pool
+from ttc.search.loop import run_search
 from ttc.tasks.base import ProblemSet, Task
 
 log = logging.getLogger(__name__)
 
-ORACLE_METHODS = {"coverage"}
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class MethodSpec:
-    """One method of the grid: its registered ``name`` and its parameters."""
-
-    name: str
-    params: tuple[tuple[str, object], ...] = ()
-
-    @property
-    def label(self) -> str:
-        return self.name
-
-    def get(self, k: str, default=None):
-        return dict(self.params).get(k, default)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -110,6 +103,86 @@ def _summary(per_problem: np.ndarray, problems: ProblemSet, seed: int) -> dict:
             "by_difficulty": by_diff}
 
 
+@dataclasses.dataclass(frozen=True)
+class RewardSource:
+    """A reward source ready for scoring: static spec, params, and its model config (FLOPs)."""
+
+    spec: R.RewardSpec
+    params: object
+    cfg: TransformerConfig | None
+    meta: dict = dataclasses.field(default_factory=dict)
+
+
+def reward_key(m: MethodSpec) -> tuple:
+    return (m.reward, float(m.get("flip", 0.0)), float(m.get("noise", 0.0)))
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "task"))
+def _score_pool(params, tokens, prompt_len, length, gold, key, *, spec, task):
+    TRACE_COUNTS["score_pool"] += 1
+    return R.score_solutions(spec, params, task, tokens, prompt_len, length, gold, key)
+
+
+def score_pool(src: RewardSource, task: Task, samples: Samples, problems: ProblemSet, seed: int,
+               chunk: int = 2048):
+    """Step scores ``[P, N, K]`` and mask of every pooled solution (fixed-size chunks)."""
+    p, n, t = samples.tokens.shape
+    tokens = samples.tokens.reshape(p * n, t)
+    plen = np.repeat(problems.prompt_len, n)
+    gold = np.repeat(problems.gold, n, axis=0)
+    length = samples.length.reshape(-1)
+    outs, masks = [], []
+    key = jax.random.key(10_000 + seed)
+    for i in range(0, p * n, chunk):
+        idx = np.arange(i, i + chunk)
+        idx = np.where(idx < p * n, idx, i)
+        key, sub = jax.random.split(key)
+        sc, mk = _score_pool(src.params, jnp.asarray(tokens[idx]), jnp.asarray(plen[idx]),
+                             jnp.asarray(length[idx]), jnp.asarray(gold[idx]), sub,
+                             spec=src.spec, task=task)
+        keep = min(chunk, p * n - i)
+        outs.append(np.asarray(sc)[:keep])
+        masks.append(np.asarray(mk)[:keep])
+    k = outs[0].shape[1]
+    return np.concatenate(outs).reshape(p, n, k), np.concatenate(masks).reshape(p, n, k)
+
+
+def _pool_reward_ledger(led: F.Ledger, src: RewardSource, samples: Samples,
+                        problems: ProblemSet, k: int) -> None:
+    if src.cfg is None:  # the oracle verifier is free
+        led.add("reward", 0.0, 0.0)
+        return
+    t = samples.cache_len
+    led.add("reward_prefill", F.prefill_useful(src.cfg, problems.prompt_len).mean(), 0.0)
+    dec = F.decode_useful(src.cfg, samples.useful_tokens, samples.useful_ctx).mean()
+    led.add("reward", k * dec, k * t * src.cfg.flops_per_token(t))
+
+
+def _search_ledger(policy_cfg, src: RewardSource, res, problems: ProblemSet) -> F.Ledger:
+    w = {k: v.mean() for k, v in res.work.items()}
+    led = F.Ledger()
+    t = res.cache_len
+    lp_pad = problems.prompts.shape[1]
+    led.add("policy_prefill", F.prefill_useful(policy_cfg, problems.prompt_len).mean(),
+            F.prefill_executed(policy_cfg, lp_pad, t))
+    led.add("policy_decode", F.decode_useful(policy_cfg, w["dec_tokens"], w["dec_ctx"]),
+            F.decode_executed(policy_cfg, w["dec_steps"], t))
+    look_u = F.decode_useful(policy_cfg, w["look_tokens"], w["look_ctx"])
+    look_e = F.decode_executed(policy_cfg, w["look_steps"], t)
+    if src.cfg is not None:
+        rc = src.cfg
+        tr = t + res.window
+        led.add("reward_prefill", F.prefill_useful(rc, problems.prompt_len).mean(),
+                F.prefill_executed(rc, lp_pad, tr))
+        led.add("reward", F.decode_useful(rc, w["rew_tokens"], w["rew_ctx"]),
+                w["rew_calls"] * res.window * rc.flops_per_token(tr))
+        look_u += F.decode_useful(rc, w["look_rew_tokens"], w["look_rew_ctx"])
+        look_e += w["look_rew_calls"] * res.window * rc.flops_per_token(tr)
+    if w["look_tokens"] > 0:
+        led.add("lookahead", look_u, look_e)
+    return led
+
+
 def evaluate(
     policy: LoadedModel,
     task: Task,
@@ -118,73 +191,139 @@ def evaluate(
     store: ResultsStore,
     *,
     run_dir: Path,
+    rewards: dict[str, RewardSource] | None = None,
     run_config: dict | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Evaluates ``methods`` at every budget and seed, appending new records to ``store``."""
-    unknown = [m.name for m in methods if m.name not in pool.POOL_METHODS]
-    if unknown:
-        raise ConfigError(f"unknown method(s) {unknown}; available: {list(pool.POOL_METHODS)}")
+    """Evaluates ``methods`` at every budget and seed, appending new records to ``store``.
+
+    ``rewards`` maps ``prm``/``orm`` to trained reward sources; the oracle is built here.
+    """
+    rewards = dict(rewards or {})
+    for m in methods:
+        if m.reward in ("prm", "orm") and m.reward not in rewards:
+            raise ConfigError(f"method {m.label!r} needs a {m.reward} reward model")
     problems = task.problems(cfg.n_problems, seed=cfg.problem_seed, split="test")
     sp = SamplingParams.make(cfg.temperature, cfg.top_k, cfg.top_p)
     tag = config_tag(policy.meta.get("id", ""), dataclasses.asdict(task)
                      if dataclasses.is_dataclass(task) else task.name,
-                     cfg.n_problems, cfg.problem_seed, cfg.temperature, cfg.top_k, cfg.top_p)
+                     cfg.n_problems, cfg.problem_seed, cfg.temperature, cfg.top_k, cfg.top_p,
+                     {k: v.meta.get("id") for k, v in rewards.items()})
     n_max = max(cfg.budgets)
+
+    def source(m: MethodSpec) -> RewardSource:
+        kind, flip, noise = reward_key(m)
+        if kind == "oracle":
+            return RewardSource(spec=R.RewardSpec(kind="oracle", window=task.max_step_len,
+                                                  flip=flip, noise=noise), params=None, cfg=None)
+        return rewards[kind]
+
+    def record(m: MethodSpec, b: int, seed: int, key: str, per, led: F.Ledger, tokens: float,
+               wall: float, extra: dict | None = None) -> dict:
+        src_meta = rewards[m.reward].meta if m.reward in rewards else {}
+        return {
+            "key": key, "method": m.label, "name": m.name, "budget": b, "seed": int(seed),
+            "oracle": m.oracle, "n_problems": len(problems), "generations": b,
+            "tokens": float(tokens), **_summary(per, problems, seed), **led.as_record(),
+            "wall_time_s": wall, **(extra or {}),
+            "config": {"method": dict(m.params), "eval": dataclasses.asdict(cfg),
+                       "reward_model": {"id": src_meta.get("id"),
+                                        "quality": src_meta.get("quality")},
+                       **(run_config or {})},
+        }
+
     new = []
+    bar = tqdm(total=0, desc="cells", disable=not progress)
     for seed in cfg.seeds:
-        cells = []
+        todo = []
         for m in methods:
             budgets = (1,) if m.name == "single" else cfg.budgets
             for b in budgets:
                 key = cell_key(m.label, int(b), int(seed), tag)
                 if not store.has(key):
-                    cells.append((m, int(b), key))
-        if not cells:
-            log.info("seed %d: all %s cells already in %s", seed, "pool", store.path)
+                    todo.append((m, int(b), key))
+        if not todo:
+            log.info("seed %d: every cell is already in %s", seed, store.path)
             continue
-        pool_path = run_dir / "pools" / f"pool-{tag}-seed{seed}-n{n_max}.npz"
-        pool_path.parent.mkdir(parents=True, exist_ok=True)
-        samples = _load_pool(pool_path)
-        t0 = time.time()
-        if samples is None:
-            samples = generate_solutions(
-                policy.graphdef, policy.params, task, problems.prompts, problems.prompt_len,
-                num_samples=n_max, sampling=sp, key=jax.random.key(seed), max_rows=cfg.max_rows,
-                progress=progress,
-            )
-            pool_time = time.time() - t0
-            _save_pool(pool_path, samples)
-            (pool_path.with_suffix(".time")).write_text(str(pool_time))
-        else:
-            pool_time = float((pool_path.with_suffix(".time")).read_text())
-        for m, b, key in cells:
+        bar.total += len(todo)
+        bar.refresh()
+        pool_cells = [c for c in todo if c[0].kind == "pool"]
+        if pool_cells:
+            samples, pool_time = _get_pool(policy, task, problems, cfg, sp, seed, n_max, tag,
+                                           run_dir, progress)
+            scored: dict[tuple, tuple] = {}
+            for m, b, key in pool_cells:
+                t1 = time.time()
+                led = pool.pool_ledger(policy.cfg, samples, problems, b)
+                if m.reward is None:
+                    per = pool.per_problem_correct(
+                        m.name, samples, problems, b, key=jax.random.key(seed + 7919 * b),
+                        subsets=cfg.majority_subsets,
+                        length_normalize=bool(m.get("length_normalize", True)))
+                else:
+                    src = source(m)
+                    rk = reward_key(m)
+                    if rk not in scored:
+                        t2 = time.time()
+                        scored[rk] = (*score_pool(src, task, samples, problems, seed),
+                                      time.time() - t2)
+                    steps, mask, score_time = scored[rk]
+                    agg = str(m.get("aggregation", "last"))
+                    w = np.asarray(R.aggregate(jnp.asarray(steps.reshape(-1, steps.shape[-1])),
+                                               jnp.asarray(mask.reshape(-1, mask.shape[-1])),
+                                               agg)).reshape(steps.shape[:2])
+                    valid = samples.answers != -1
+                    correct = samples.answers == problems.answers[:, None]
+                    if m.name == "bon":
+                        per = expected_best_of_k(np.where(valid, w, -np.inf), correct, b)
+                    else:
+                        per = pool.weighted_majority_at_k(
+                            samples.answers, w, problems.answers, b,
+                            key=jax.random.key(seed + 7919 * b), subsets=cfg.majority_subsets)
+                    _pool_reward_ledger(led, src, samples, problems, b)
+                    pool_time_b = pool_time + score_time
+                wall = (pool_time if m.reward is None else pool_time_b) * b / n_max
+                rec = record(m, b, seed, key, per, led, b * samples.useful_tokens.mean(),
+                             wall + time.time() - t1)
+                store.add(rec)
+                new.append(rec)
+                bar.update()
+        for m, b, key in (c for c in todo if c[0].kind == "search"):
+            src = source(m)
             t1 = time.time()
-            per = pool.per_problem_correct(
-                m.name, samples, problems, b, key=jax.random.key(seed + 7919 * b),
-                subsets=cfg.majority_subsets,
-                length_normalize=bool(m.get("length_normalize", True)),
-            )
-            led = pool.pool_ledger(policy.cfg, samples, problems, b)
-            rec = {
-                "key": key,
-                "method": m.label,
-                "budget": b,
-                "seed": int(seed),
-                "oracle": m.name in ORACLE_METHODS,
-                "n_problems": len(problems),
-                "generations": b,
-                "tokens": float(b * samples.useful_tokens.mean()),
-                **_summary(per, problems, seed),
-                **led.as_record(),
-                # pool methods share one sampling run: charge it pro rata to the budget
-                "wall_time_s": pool_time * b / n_max + (time.time() - t1),
-                "config": {"method": dict(m.params), "eval": dataclasses.asdict(cfg),
-                           **(run_config or {})},
-            }
+            res = run_search(
+                policy.graphdef, policy.params, src.spec, src.params, task, problems.prompts,
+                problems.prompt_len, problems.gold, cfg=m.search_config(), num_samples=b,
+                sampling=sp, key=jax.random.key(seed * 1_000_003 + b), hp=m.search_params(),
+                max_rows=cfg.max_rows)
+            per = (res.chosen == problems.answers).astype(np.float64)
+            led = _search_ledger(policy.cfg, src, res, problems)
+            tokens = (res.work["dec_tokens"] + res.work["look_tokens"]).mean()
+            rec = record(m, b, seed, key, per, led, tokens, time.time() - t1,
+                         {"iterations": float(res.work["iterations"].mean())})
             store.add(rec)
             new.append(rec)
+            bar.update()
+    bar.close()
     return new
+
+
+def _get_pool(policy, task, problems, cfg, sp, seed, n_max, tag, run_dir, progress):
+    pool_path = run_dir / "pools" / f"pool-{tag}-seed{seed}-n{n_max}.npz"
+    pool_path.parent.mkdir(parents=True, exist_ok=True)
+    samples = _load_pool(pool_path)
+    if samples is not None:
+        return samples, float(pool_path.with_suffix(".time").read_text())
+    t0 = time.time()
+    samples = generate_solutions(
+        policy.graphdef, policy.params, task, problems.prompts, problems.prompt_len,
+        num_samples=n_max, sampling=sp, key=jax.random.key(seed), max_rows=cfg.max_rows,
+        progress=progress,
+    )
+    pool_time = time.time() - t0
+    _save_pool(pool_path, samples)
+    pool_path.with_suffix(".time").write_text(str(pool_time))
+    return samples, pool_time
 
 
 def format_table(records: list[dict]) -> str:

@@ -164,7 +164,8 @@ def init_from_policy(model: LoadedModel, policy: LoadedModel) -> LoadedModel:
         if k != "head":
             if jax.tree.map(np.shape, dst[k]) != jax.tree.map(np.shape, src[k]):
                 raise ValueError(f"reward model trunk {k!r} does not match the policy's shapes")
-            dst[k] = src[k]
+            # copies: training donates its parameter buffers, the policy must keep its own
+            dst[k] = jax.tree.map(lambda x: jnp.array(x, copy=True), src[k])
     params = model.params
     nnx.replace_by_pure_dict(params, dst)
     return dataclasses.replace(model, params=params)

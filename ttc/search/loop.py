@@ -126,6 +126,7 @@ class SearchState:
     count: Int[Array, " B"]
     logw: Float[Array, " B"]  # particle log-weights (incremental mode)
     valid: Bool[Array, " B"]  # False for redundant copies of a finished row
+    moved: Bool[Array, " B"]  # the row produced a new step in the latest iteration
     # lookahead rollout work (per slot), charged separately in the ledger
     look_tokens: Int[Array, " B"]
     look_ctx: Float[Array, " B"]
@@ -146,7 +147,7 @@ def gather_rows(s: SearchState, idx: Int[Array, " B"]) -> SearchState:
     rew = s.rew.replace(cache=jax.tree.map(take, s.rew.cache), length=take(s.rew.length))
     return s.replace(dec=dec, rew=rew, last=take(s.last), min=take(s.min),
                      logprod=take(s.logprod), sum=take(s.sum), count=take(s.count),
-                     logw=take(s.logw), valid=take(s.valid))
+                     logw=take(s.logw), valid=take(s.valid), moved=take(s.moved))
 
 
 def final_weights(s: SearchState, how: str) -> Float[Array, " B"]:
@@ -213,6 +214,7 @@ def propose_and_score(policy, reward, task, cfg: SearchConfig, s: SearchState, s
         logprod=s.logprod + adv * jnp.log(r),
         sum=s.sum + adv * r,
         count=s.count + advanced.astype(jnp.int32),
+        moved=advanced,
         step=s.step + 1,
     )
 
@@ -228,10 +230,17 @@ def select(cfg: SearchConfig, s: SearchState, hp: SearchParams, n: int):
     if cfg.method == "particle":
         logit = jnp.log(s.last) - jnp.log1p(-s.last)
         step_lw = (logit / hp.temperature).reshape(p, n)
-        lw = (s.logw.reshape(p, n) + step_lw) if cfg.incremental else step_lw
+        if cfg.incremental:  # a finished particle receives no new evidence: weight factor 1
+            lw = s.logw.reshape(p, n) + jnp.where(s.moved.reshape(p, n), step_lw, 0.0)
+        else:  # Puri et al.: the weight is the latest step score (finished ones keep theirs)
+            lw = step_lw
         key, sub = jax.random.split(s.dec.key)
         need = (ess(lw) < hp.ess_threshold * n)[:, None] | (hp.ess_threshold >= 1.0)
-        anc = jnp.where(need & ~problem_done, resample(sub, lw, cfg.scheme), ident)
+        # resample after every iteration in which some particle of the problem moved, the
+        # last one included (its weights matter); a settled problem is left alone
+        moved_any = jnp.any(s.moved.reshape(p, n), axis=1, keepdims=True)
+        need = need & moved_any
+        anc = jnp.where(need, resample(sub, lw, cfg.scheme), ident)
         # after resampling the offspring carry equal weight; otherwise weights accumulate
         new_lw = jnp.where(need, 0.0, lw) if cfg.incremental else jnp.zeros_like(lw)
         idx = (anc + base).reshape(b)
@@ -266,7 +275,7 @@ def init_search(policy, reward, task, prompts, prompt_len, key, *, n: int, cache
     zf, zi = jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32)
     return SearchState(
         dec=dec, rew=rew, last=jnp.full((b,), 0.5), min=jnp.ones((b,)), logprod=zf, sum=zf,
-        count=zi, logw=zf, valid=jnp.ones((b,), bool), look_tokens=zi, look_ctx=zf,
+        count=zi, logw=zf, valid=jnp.ones((b,), bool), moved=jnp.zeros((b,), bool), look_tokens=zi, look_ctx=zf,
         look_rew_tokens=zi, look_rew_ctx=zf, look_steps=jnp.zeros((), jnp.int32),
         look_rew_calls=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32),
     )
@@ -319,6 +328,9 @@ def _search_jit(graphdef, params, rparams, prompts, prompt_len, gold, key, sp, h
         look_rew_tokens=s.look_rew_tokens, look_rew_ctx=s.look_rew_ctx,
         look_rew_calls=s.look_rew_calls, iterations=s.step,
     )
+
+
+_PER_PROBLEM = ("chosen", "answers", "weights", "valid", "tokens")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,14 +386,14 @@ def run_search(
         rows = {}
         for k, v in o.items():
             v = np.asarray(v)
-            if v.ndim == 0:  # batched loop iterations: every row of the chunk computed each one
-                rows[k] = np.full((n_valid,), float(v) * (1 if k == "iterations" else num_samples))
-            elif v.shape[0] == per_chunk * num_samples:
-                rows[k] = v.reshape(per_chunk, num_samples)[:n_valid].sum(axis=1)
-            else:
+            if k in _PER_PROBLEM:
                 rows[k] = v[:n_valid]
+            elif v.ndim == 0:  # batched loop iterations: every row of the chunk computed each one
+                rows[k] = np.full((n_valid,), float(v) * (1 if k == "iterations" else num_samples))
+            else:  # per-row work counters, summed per problem
+                rows[k] = v.reshape(per_chunk, num_samples)[:n_valid].sum(axis=1)
         outs.append(rows)
     cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-    main = {k: cat.pop(k) for k in ("chosen", "answers", "weights", "valid", "tokens")}
+    main = {k: cat.pop(k) for k in _PER_PROBLEM}
     main.pop("tokens")
     return SearchResult(work=cat, cache_len=cache_len, window=reward.window, **main)

@@ -33,14 +33,26 @@ POOL_METHODS = ("single", "majority", "bon_loglik", "coverage")
 
 
 @functools.partial(jax.jit, static_argnames=("k", "subsets"))
-def _majority_subsets(key, answers, gold, *, k: int, subsets: int):
+def _majority_subsets(key, answers, weights, gold, *, k: int, subsets: int):
     TRACE_COUNTS["majority_subsets"] += 1
     p, n = answers.shape
     u = jax.random.uniform(key, (p, subsets, n))
     pick = jnp.argsort(u, axis=-1)[..., :k]  # [P, S, k] uniformly random k-subsets
     sub = jnp.take_along_axis(answers[:, None, :], pick, axis=-1)
-    chosen = majority_vote(sub)
+    w = jnp.take_along_axis(weights[:, None, :], pick, axis=-1)
+    chosen = majority_vote(sub, w)
     return jnp.mean((chosen == gold[:, None]).astype(jnp.float32), axis=1)
+
+
+def weighted_majority_at_k(answers, weights, gold, k: int, *, key, subsets: int) -> np.ndarray:
+    """Expected correctness ``[P]`` of (weighted) majority vote over random size-k subsets
+    (Monte-Carlo over ``subsets`` draws; exact when ``k == n``)."""
+    n = answers.shape[1]
+    w = jnp.ones(answers.shape, jnp.float32) if weights is None else jnp.asarray(weights)
+    if k == n:
+        return np.asarray(majority_vote(jnp.asarray(answers), w) == gold, np.float64)
+    return np.asarray(_majority_subsets(key, jnp.asarray(answers), w, jnp.asarray(gold), k=k,
+                                        subsets=subsets), np.float64)
 
 
 def per_problem_correct(
@@ -63,11 +75,8 @@ def per_problem_correct(
         score = np.where(ans == INVALID_ANSWER, -np.inf, score)
         return expected_best_of_k(score, correct, k)
     if method == "majority":
-        if k == n:
-            return np.asarray(majority_vote(jnp.asarray(ans)) == gold, np.float64)
         key = jax.random.key(0) if key is None else key
-        return np.asarray(_majority_subsets(key, jnp.asarray(ans), jnp.asarray(gold), k=k,
-                                            subsets=subsets), np.float64)
+        return weighted_majority_at_k(ans, None, gold, k, key=key, subsets=subsets)
     raise ValueError(f"unknown pool method {method!r}; choose from {POOL_METHODS}")
 
 

@@ -1,0 +1,115 @@
+"""The benchmark harness runs end to end in quick mode and writes a well-formed report.
+
+Never asserts on timings or ratios (DESIGN.md: tests never assert wall times): only on the
+report's shape and that measured throughputs are positive.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "scripts" / "bench.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("ttc_scripts_bench", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _check_report(report: dict, *, hf_expected: bool | None) -> None:
+    """Checks the keys and the signs of ``report``.
+
+    Args:
+        report: the parsed ``bench.json``.
+        hf_expected: True if the HF rows must have run, False if they must be skipped, None if
+            either is fine (depends on whether the optional ``bench`` extra is installed).
+    """
+    for key in ("command", "machine", "args", "matmul_peak", "peak_gflops", "sections",
+                "summary", "peak_rss_mb", "wall_s"):
+        assert key in report, key
+    m = report["machine"]
+    for key in ("cpu_model", "cpu_count", "usable_cores", "python", "jax", "torch",
+                "transformers", "loadavg_start", "loadavg_end"):
+        assert key in m, key
+    assert m["cpu_count"] >= 1
+    assert report["matmul_peak"]["jax"]["gflops"] > 0
+    assert report["peak_gflops"] > 0
+    assert report["peak_rss_mb"] > 0
+    assert set(report["sections"]) == {"decode", "methods"}
+    assert report["sections"]["methods"] == []
+
+    rows = report["sections"]["decode"]
+    impls = {r["impl"] for r in rows}
+    assert impls == {"ttc", "hf-llama", "hf-gpt2"}
+    for r in rows:
+        for key in ("size", "batch", "prompt_len", "new_tokens", "d_model", "n_layers"):
+            assert key in r, key
+        if r.get("skipped"):
+            assert r["impl"] != "ttc"
+            assert hf_expected is not True, r["skipped"]
+            assert "torch/transformers" in r["skipped"] or "--skip-hf" in r["skipped"]
+            continue
+        if r["impl"] != "ttc":
+            assert hf_expected is not False
+            assert r["ttc_over_impl"] > 0
+        for key in ("tokens_per_s", "tokens_per_s_median", "gflops_useful", "frac_peak",
+                    "useful_flops", "n_params", "best_s", "median_s", "warmup_s", "repeats",
+                    "peak_rss_mb"):
+            assert key in r, key
+        assert r["tokens_per_s"] > 0
+        assert r["gflops_useful"] > 0
+        assert 0 < r["best_s"] <= r["median_s"]
+        assert r["n_params"] > 0
+    assert [s["size"] for s in report["summary"]] == ["quick"]
+    assert report["summary"][0]["ttc_tokens_per_s"] > 0
+
+
+def test_bench_quick_cli(tmp_path):
+    """``python scripts/bench.py --quick`` as a user runs it (HF rows run if torch is present)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        # one torch thread: on a loaded 2-core machine two OpenMP threads can stall for seconds
+        [sys.executable, str(BENCH), "--quick", "--hf-threads", "1", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "tokens/s" in proc.stdout
+    report = json.loads(out.read_text())
+    _check_report(report, hf_expected=None)
+    assert report["args"]["quick"] is True
+
+
+def test_bench_degrades_without_torch(tmp_path, monkeypatch, capsys):
+    """With torch/transformers unimportable the HF rows say so and everything else still runs."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    bench = _load_bench()
+    out = tmp_path / "sub" / "bench.json"
+    report = bench.main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text())["sections"] == json.loads(json.dumps(report["sections"]))
+    _check_report(report, hf_expected=False)
+    skipped = [r for r in report["sections"]["decode"] if r.get("skipped")]
+    assert {r["impl"] for r in skipped} == {"hf-llama", "hf-gpt2"}
+    assert all(r["skipped"] == bench.HF_SKIP_REASON for r in skipped)
+    assert "skipped: torch/transformers not installed" in capsys.readouterr().out
+    assert "torch" not in report["matmul_peak"]
+
+
+def test_bench_sections_registry():
+    """The harness is a registry of sections; the methods hook exists and returns rows (none)."""
+    bench = _load_bench()
+    assert list(bench.SECTIONS) == ["decode", "methods"]
+    args = bench.parse_args(["--quick"])
+    assert bench.bench_methods(args) == []
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sizes", "no-such-size"])

@@ -1,0 +1,123 @@
+"""Reward sources: aggregation, incremental scoring == full scoring, oracle == exact checker."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ttc import rewards as R
+from ttc.checkpoint import LoadedModel
+from ttc.decode import SamplingParams
+from ttc.models.transformer import create
+from ttc.search.loop import SearchConfig, init_search, propose_and_score
+
+
+def ref_aggregate(scores, mask, how):
+    out = []
+    for s, m in zip(scores, mask, strict=True):
+        v = s[m]
+        if len(v) == 0:
+            out.append(0.0)
+        else:
+            out.append({"last": v[-1], "min": v.min(), "prod": np.prod(v), "mean": v.mean()}[how])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("how", R.AGGREGATIONS)
+def test_aggregate_matches_reference(how):
+    rng = np.random.default_rng(0)
+    scores = rng.random((50, 6)).astype(np.float32)
+    lens = rng.integers(0, 7, 50)
+    mask = np.arange(6)[None] < lens[:, None]
+    np.testing.assert_allclose(R.aggregate(jnp.asarray(scores), jnp.asarray(mask), how),
+                               ref_aggregate(scores, mask, how), rtol=1e-5, atol=1e-6)
+
+
+def _prm(policy_cfg, seed=3):
+    import dataclasses
+
+    return LoadedModel.from_module(create(dataclasses.replace(policy_cfg, head="scalar"), seed))
+
+
+def _run_steps(policy, spec, rparams, task, ps, n, key, steps):
+    """Propose+score ``steps`` times without selection; returns state and per-step scores."""
+    cache_len = task.max_prompt_len + task.max_solution_len
+    gold_rows = jnp.repeat(jnp.asarray(ps.gold), n, axis=0)
+    pol = (policy.graphdef, policy.params, rparams, gold_rows)
+    s = init_search(pol, spec, task, jnp.asarray(ps.prompts), jnp.asarray(ps.prompt_len), key,
+                    n=n, cache_len=cache_len)
+    step = jax.jit(functools.partial(propose_and_score, pol, spec, task,
+                                     SearchConfig(method="beam")))
+    seen = []
+    for _ in range(steps):
+        s = step(s, SamplingParams.make(1.0))
+        seen.append((np.asarray(s.moved), np.asarray(s.last), np.asarray(s.dec.length)))
+    return s, seen
+
+
+def test_incremental_prm_equals_full_forward(small_task, trained_policy):
+    task = small_task
+    prm = _prm(trained_policy.cfg)
+    spec = R.RewardSpec(kind="prm", graphdef=prm.graphdef, window=task.max_step_len)
+    ps = task.problems(6, seed=0, split="test")
+    s, seen = _run_steps(trained_policy, spec, prm.params, task, ps, 4, jax.random.key(0),
+                         task.max_steps + 1)
+    tokens = s.dec.tokens
+    full = np.asarray(jax.nn.sigmoid(nnx.merge(prm.graphdef, prm.params)(tokens)[0][..., 0]))
+    tok = task.tokenizer
+    checked = 0
+    for moved, last, length in seen:
+        for b in np.flatnonzero(moved):
+            pos = length[b] - 1
+            if int(tokens[b, pos]) in (tok.step_id, tok.EOS):
+                ref = np.clip(full[b, pos], R.EPS, 1 - R.EPS)
+                assert abs(last[b] - ref) < 1e-4
+                checked += 1
+    assert checked >= 24
+
+
+def test_oracle_scores_match_step_checker(small_task, trained_policy):
+    task = small_task
+    spec = R.RewardSpec(kind="oracle", window=task.max_step_len)
+    ps = task.problems(8, seed=1, split="test")
+    n = 4
+    s, seen = _run_steps(trained_policy, spec, None, task, ps, n, jax.random.key(2),
+                         task.max_steps + 1)
+    tokens = np.asarray(s.dec.tokens)
+    tok = task.tokenizer
+    checked = 0
+    for b in range(tokens.shape[0]):
+        i = b // n
+        text = tok.decode(tokens[b, ps.prompt_len[i]:])
+        verdicts = task.check_steps(i, ps, text)
+        k = 0
+        for moved, last, length in seen:
+            if moved[b] and int(tokens[b, length[b] - 1]) in (tok.step_id, tok.EOS) \
+                    and k < len(verdicts):
+                assert (last[b] > 0.5) == verdicts[k], (text, k)
+                k += 1
+                checked += 1
+    assert checked >= 30
+
+
+def test_score_solutions_orm_reads_eos_only(small_task, trained_policy):
+    task = small_task
+    orm = _prm(trained_policy.cfg, seed=5)
+    spec = R.RewardSpec(kind="orm", graphdef=orm.graphdef, window=task.max_step_len)
+    ps = task.problems(4, seed=0, split="test")
+    rows = []
+    for i in range(4):
+        rows.append(list(ps.prompts[i, : ps.prompt_len[i]]) + list(ps.gold[i][ps.gold[i] > 0]))
+    from ttc.tasks.base import pad_to
+
+    t = task.max_prompt_len + task.max_solution_len
+    tokens = jnp.asarray(pad_to(rows, t))
+    length = jnp.asarray([len(r) for r in rows])
+    scores, mask = R.score_solutions(spec, orm.params, task, tokens, jnp.asarray(ps.prompt_len),
+                                     length, jnp.asarray(ps.gold), jax.random.key(0))
+    assert np.all(np.asarray(mask).sum(1) == 1)
+    with pytest.raises(ValueError):
+        R.RewardSpec(kind="prm")

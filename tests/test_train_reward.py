@@ -1,0 +1,53 @@
+"""Monte-Carlo step labels and reward-model training on the tiny fixture policy."""
+
+import dataclasses
+
+import numpy as np
+
+from ttc.train import TrainConfig
+from ttc.train_reward import LabelConfig, init_from_policy, monte_carlo_labels, train_reward_model
+
+
+def test_monte_carlo_labels_are_consistent(small_task, trained_policy):
+    cfg = LabelConfig(problems=24, samples_per_problem=2, rollouts=8)
+    d = monte_carlo_labels(trained_policy, small_task, cfg, progress=False)
+    assert d.tokens.shape[0] == 48
+    lab, m = d.labels[d.mask], d.mask
+    assert np.all((lab >= 0) & (lab <= 1))
+    last = m.sum(1) - 1
+    ok = last >= 0
+    np.testing.assert_array_equal(d.labels[np.flatnonzero(ok), last[ok]], d.final[ok])
+    # labels are value estimates: prefixes still on the correct path are worth more on average
+    inner = m & (np.arange(m.shape[1])[None] < last[:, None])
+    if inner.any() and (d.exact & inner).any() and (~d.exact & inner).any():
+        assert d.labels[d.exact & inner].mean() > d.labels[~d.exact & inner].mean()
+    hard = monte_carlo_labels(trained_policy, small_task, dataclasses.replace(cfg, hard=True),
+                              progress=False)
+    assert set(np.unique(hard.labels[hard.mask])) <= {0.0, 1.0}
+
+
+def test_reward_model_trains_and_reports_quality(small_task, trained_policy):
+    cfg = LabelConfig(problems=16, samples_per_problem=2, rollouts=2)
+    d = monte_carlo_labels(trained_policy, small_task, cfg, progress=False)
+    rcfg = dataclasses.replace(trained_policy.cfg, head="scalar")
+    tc = TrainConfig(steps=4, batch_size=8, eval_every=2, warmup=1)
+    for kind in ("prm", "orm"):
+        m = train_reward_model(kind, d, d, small_task, rcfg, tc, init_from=trained_policy,
+                               progress=False)
+        hist = m.meta["train"]["history"]
+        assert len(hist) == 2 and all(np.isfinite(h["loss"]) for h in hist)
+        assert "final_auc" in m.meta["quality"]
+        assert ("step_accuracy" in m.meta["quality"]) == (kind == "prm")
+
+
+def test_init_from_policy_copies_trunk(trained_policy):
+    from flax import nnx
+
+    from ttc.checkpoint import LoadedModel
+    from ttc.models.transformer import create
+
+    rm = LoadedModel.from_module(create(dataclasses.replace(trained_policy.cfg, head="scalar")))
+    rm = init_from_policy(rm, trained_policy)
+    a, b = nnx.to_pure_dict(rm.params), nnx.to_pure_dict(trained_policy.params)
+    np.testing.assert_array_equal(a["embed"]["embedding"], b["embed"]["embedding"])
+    assert a["head"]["kernel"].shape[-1] == 1
