@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import time
@@ -30,7 +29,7 @@ from ttc.evaluate import EvalConfig, RewardSource, evaluate, format_table
 from ttc.methods import MethodSpec, make_spec
 from ttc.rewards import RewardSpec
 from ttc.train_reward import LabelConfig, get_reward_model
-from ttc.plots import frontier_rows, plot_pareto
+from ttc.plots import plot_pareto, write_frontier_csv
 from ttc.results import ResultsStore
 from ttc.train import get_policy
 
@@ -76,26 +75,21 @@ def eval_config(cfg: DictConfig) -> EvalConfig:
     e = OmegaConf.to_container(cfg.eval, resolve=True)
     try:
         budgets = tuple(int(b) for b in cfg.budgets)
+        search_budgets = tuple(int(b) for b in cfg.search_budgets)
         seeds = tuple(int(s) for s in cfg.seeds)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"budgets and seeds must be lists of integers: {err}") from None
+        raise ConfigError(f"budgets, search_budgets and seeds must be lists of integers: {err}") \
+            from None
     try:
-        return EvalConfig(budgets=budgets, seeds=seeds, **e)
+        return EvalConfig(budgets=budgets, search_budgets=search_budgets, seeds=seeds, **e)
     except TypeError as err:
         raise ConfigError(f"eval: {err}") from None
 
 
 def write_outputs(store: ResultsStore, run_dir: Path) -> Path:
-    records = store.records
-    front = frontier_rows(records)
-    with open(run_dir / "frontier.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "budget", "seed", "accuracy", "flops_useful", "flops_executed"])
-        for r in front:
-            w.writerow([r["method"], r["budget"], r["seed"], f"{r['accuracy']:.4f}",
-                        f"{r['flops_useful']:.6g}", f"{r['flops_executed']:.6g}"])
+    write_frontier_csv(store.records, run_dir / "frontier.csv")
     plot = run_dir / "pareto.png"
-    plot_pareto(records, plot)
+    plot_pareto(store.records, plot)
     return plot
 
 

@@ -158,7 +158,7 @@ def peak_rss_mb() -> float:
 # Timing helpers
 # ---------------------------------------------------------------------------------------------
 def time_fn(fn: Callable[[], Any], repeats: int, budget_s: float,
-            warmup: Callable[[], Any] | None = None) -> dict[str, float]:
+            warmup: Callable[[], Any] | None = None) -> tuple[dict[str, float], Any]:
     """Times ``fn`` after one untimed warm-up call.
 
     Args:
@@ -168,25 +168,27 @@ def time_fn(fn: Callable[[], Any], repeats: int, budget_s: float,
         warmup: the untimed first call (default ``fn``).
 
     Returns:
-        ``warmup_s`` (the warm-up call: compilation included), ``best_s``, ``median_s`` and
-        ``repeats`` (timed calls actually made).
+        ``({warmup_s, best_s, median_s, repeats}, result of the last timed call)``: ``warmup_s``
+        is the warm-up call (compilation included), ``repeats`` the timed calls actually made.
     """
     t0 = time.perf_counter()
     (warmup or fn)()
     warmup_s = time.perf_counter() - t0
     times: list[float] = []
     spent = 0.0
+    result = None
     while len(times) < max(1, repeats) and (not times or spent < budget_s):
         t0 = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - t0)
         spent += times[-1]
-    return {
+    stats = {
         "warmup_s": warmup_s,
         "best_s": min(times),
         "median_s": statistics.median(times),
         "repeats": len(times),
     }
+    return stats, result
 
 
 def measure_jax_matmul_peak(n: int, repeats: int = 5) -> dict[str, Any]:
@@ -202,7 +204,7 @@ def measure_jax_matmul_peak(n: int, repeats: int = 5) -> dict[str, Any]:
             a = a @ b
         return a
 
-    t = time_fn(lambda: f(a, b).block_until_ready(), repeats, budget_s=30.0)
+    t, _ = time_fn(lambda: f(a, b).block_until_ready(), repeats, budget_s=30.0)
     fl = chain * 2.0 * n**3
     return {"impl": "jax", "n": n, "gflops": fl / t["best_s"] / 1e9, **t}
 
@@ -222,7 +224,7 @@ def measure_torch_matmul_peak(torch: Any, n: int, repeats: int = 5) -> dict[str,
         return x
 
     with torch.inference_mode():
-        t = time_fn(f, repeats, budget_s=30.0)
+        t, _ = time_fn(f, repeats, budget_s=30.0)
     fl = chain * 2.0 * n**3
     return {"impl": "torch", "n": n, "gflops": fl / t["best_s"] / 1e9, **t}
 
@@ -325,8 +327,7 @@ def bench_ttc(size: ModelSize, batch: int, prompt: np.ndarray, new_tokens: int,
     def call():
         return jax.block_until_ready(run(params, prompt_j, next(keys), sp))
 
-    t = time_fn(call, args.repeats, args.budget_s)
-    tokens, useful = call()
+    t, (tokens, useful) = time_fn(call, args.repeats, args.budget_s)
     if not (np.asarray(useful) == new_tokens).all() or tokens.shape != (batch, lp + new_tokens):
         raise RuntimeError("ttc decode did not generate exactly new_tokens tokens per row")
     fl = _useful_flops(cfg.matmul_params, cfg.n_layers, cfg.d_model, batch, lp, new_tokens)
@@ -358,8 +359,7 @@ def bench_hf(torch: Any, model: Any, batch: int, prompt: np.ndarray, new_tokens:
             return model.generate(input_ids=ids, attention_mask=mask,
                                   **{**kw, "max_new_tokens": n, "min_new_tokens": n})
 
-    t = time_fn(call, args.repeats, args.budget_s, warmup=lambda: call(min(4, new_tokens)))
-    out = call()
+    t, out = time_fn(call, args.repeats, args.budget_s, warmup=lambda: call(min(4, new_tokens)))
     if tuple(out.shape) != (batch, len(prompt) + new_tokens):
         raise RuntimeError(f"HF generate returned shape {tuple(out.shape)}")
     cfg = model.config
@@ -406,7 +406,8 @@ def bench_decode(args: argparse.Namespace) -> list[dict[str, Any]]:
         prompt = rng.integers(3, size.vocab_size, size=args.prompt_len).astype(np.int64)
         models = _hf_models(hf[1], size, max(128, args.prompt_len + args.new_tokens)) if hf else {}
         for batch in args.batch:
-            base = {"section": "decode", "size": size.name, **dataclasses.asdict(size),
+            arch = {k: v for k, v in dataclasses.asdict(size).items() if k != "name"}
+            base = {"section": "decode", "size": size.name, **arch,
                     "batch": batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens}
             load = os.getloadavg()[0]
             r = bench_ttc(size, batch, prompt, args.new_tokens, args)

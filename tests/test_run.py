@@ -13,7 +13,7 @@ from experiments.run import run
 TINY = [
     "task.min_ops=1", "task.max_ops=2", "policy.d_model=32", "policy.d_ff=64",
     "train.steps=30", "train.eval_every=15", "train.eval_problems=16", "train.batch_size=32",
-    "eval.n_problems=12", "budgets=[1,2,4]", "progress=false",
+    "eval.n_problems=12", "budgets=[1,2,4]", "search_budgets=[1,2,4]", "progress=false",
     "reward.labels.problems=8", "reward.labels.samples_per_problem=2", "reward.labels.rollouts=2",
     "reward.train.steps=6", "reward.train.eval_every=3", "reward.train.batch_size=16",
 ]
@@ -38,7 +38,7 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
     assert by[("bon_prm", 4)]["flops_components"]["reward"]["useful"] > 0
     assert by[("lookahead_prm", 4)]["flops_components"]["lookahead"]["useful"] > 0
     assert by[("lookahead_prm", 4)]["flops_useful"] > by[("beam_prm", 4)]["flops_useful"]
-    assert by[("beam_prm", 4)]["config"]["reward_model"]["quality"]["final_auc"] >= 0
+    assert "final_auc" in by[("beam_prm", 4)]["config"]["reward_model"]["quality"]
     for r in recs:
         for k in ("accuracy", "ci_low", "ci_high", "generations", "tokens", "flops_useful",
                   "flops_executed", "wall_time_s", "config"):

@@ -43,7 +43,10 @@ class EvalConfig:
     """What to evaluate on.
 
     Attributes:
-        budgets: samples (generations) per problem, e.g. ``(1, 2, 4, ..., 64)``.
+        budgets: samples (generations) per problem of the pool methods, e.g. ``(1, 2, ..., 64)``
+            (cheap: every budget comes from one pool).
+        search_budgets: rows per problem of the step-level search methods (one run and one
+            compilation per budget).
         seeds: sampling seeds; one record per seed.
         n_problems: test problems.
         problem_seed: seed of the test problems.
@@ -53,6 +56,7 @@ class EvalConfig:
     """
 
     budgets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    search_budgets: tuple[int, ...] = (2, 8, 32)
     seeds: tuple[int, ...] = (0,)
     n_problems: int = 256
     problem_seed: int = 1234
@@ -63,8 +67,10 @@ class EvalConfig:
     majority_subsets: int = 256
 
     def __post_init__(self) -> None:
-        if not self.budgets or any(int(b) < 1 for b in self.budgets):
-            raise ConfigError(f"budgets must be positive integers, got {list(self.budgets)}")
+        for name in ("budgets", "search_budgets"):
+            v = getattr(self, name)
+            if not v or any(int(b) < 1 for b in v):
+                raise ConfigError(f"{name} must be positive integers, got {list(v)}")
         if self.n_problems < 1:
             raise ConfigError(f"eval.n_problems must be >= 1, got {self.n_problems}")
         if self.max_rows < 1:
@@ -237,7 +243,8 @@ def evaluate(
     for seed in cfg.seeds:
         todo = []
         for m in methods:
-            budgets = (1,) if m.name == "single" else cfg.budgets
+            budgets = ((1,) if m.name == "single" else
+                       cfg.search_budgets if m.kind == "search" else cfg.budgets)
             for b in budgets:
                 key = cell_key(m.label, int(b), int(seed), tag)
                 if not store.has(key):

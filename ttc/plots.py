@@ -51,3 +51,15 @@ def plot_pareto(records: list[dict], path: str | os.PathLike, *, flops_key: str 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def write_frontier_csv(records: list[dict], path: str | os.PathLike,
+                       flops_key: str = "flops_useful") -> list[dict]:
+    """Writes the Pareto-frontier records as CSV; returns them."""
+    front = frontier_rows(records, flops_key)
+    with open(path, "w") as f:
+        f.write("method,budget,seed,accuracy,flops_useful,flops_executed\n")
+        for r in front:
+            f.write(f"{r['method']},{r['budget']},{r['seed']},{r['accuracy']:.4f},"
+                    f"{r['flops_useful']:.6g},{r['flops_executed']:.6g}\n")
+    return front

@@ -107,7 +107,7 @@ class Block(nnx.Module):
         q, k, v = jnp.split(self.qkv(h), 3, axis=-1)
         shape = (b, s, cfg.n_heads, cfg.head_dim)
         # heads-major [B, H, S, Dh]: attention is then a batched matvec, which XLA:CPU runs
-        # ~6x faster than reductions over a [B, T, H, Dh] intermediate (scripts/bench_kernels.py)
+        # ~3x faster than reductions over a [B, T, H, Dh] intermediate (scripts/bench_kernels.py)
         q, k, v = (a.reshape(shape).transpose(0, 2, 1, 3) for a in (q, k, v))
         if cache is None:
             keys, values, key_pos = k, v, positions
