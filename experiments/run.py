@@ -27,11 +27,11 @@ from experiments.common import (
 from ttc.errors import ConfigError
 from ttc.evaluate import EvalConfig, RewardSource, evaluate, format_table
 from ttc.methods import MethodSpec, make_spec
-from ttc.rewards import RewardSpec
-from ttc.train_reward import LabelConfig, get_reward_model
 from ttc.plots import plot_pareto, write_frontier_csv
 from ttc.results import ResultsStore
+from ttc.rewards import RewardSpec
 from ttc.train import get_policy
+from ttc.train_reward import LabelConfig, get_reward_model
 
 log = logging.getLogger("ttc.run")
 

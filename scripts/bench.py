@@ -436,25 +436,94 @@ def bench_decode(args: argparse.Namespace) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 # Section: methods (hook)
 # ---------------------------------------------------------------------------------------------
+def _bench_policy(args: argparse.Namespace):
+    """The newest cached default policy under ``checkpoints/`` (or a random one, flagged)."""
+    from pathlib import Path
+
+    from ttc import checkpoint
+    from ttc.checkpoint import LoadedModel
+    from ttc.models.transformer import TransformerConfig, create
+    from ttc.tasks import make_task
+
+    task = make_task("arithmetic")
+    cands = sorted(Path(args.checkpoints).glob("policy-*"), key=lambda p: p.stat().st_mtime)
+    cands = [c for c in cands if checkpoint.exists(c)]
+    if cands:
+        return task, checkpoint.load(cands[-1]), cands[-1].name
+    cfg = TransformerConfig(vocab_size=task.tokenizer.vocab_size, d_model=64, n_layers=2,
+                            n_heads=4, d_ff=256, max_len=task.max_prompt_len + task.max_solution_len)
+    return task, LoadedModel.from_module(create(cfg)), "random-init (no cached policy)"
+
+
 def bench_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Hook for the per-method section (to be filled in; returns no rows yet).
+    """Per-method cost on the default task: wall time per generated token relative to
+    best-of-N (the independent-sampling pool), useful/executed FLOP ratio, compilations.
 
-    What will go here, one row per TTC method (best-of-N, majority, beam, DVTS, lookahead,
-    particle filtering) on the default policy and task:
-
-    * wall time per generated token, as a ratio to best-of-N at the same budget;
-    * useful / executed FLOP ratio from the method's ledger (padding and finished rows);
-    * number of compilations over the default budget grid (``ttc.decode.TRACE_COUNTS`` and the
-      search module's counters), which should not grow with the number of budgets.
-
-    Args:
-        args: the parsed command line (``args.peak_gflops`` is set by :func:`main`).
-
-    Returns:
-        Rows with at least ``section='methods'`` and ``impl`` (the method name).
+    Every method runs with the exact oracle verifier (no reward-model cost, so the ratio isolates
+    the search machinery: step-wise decode, scoring calls, selection gathers of both caches), on
+    ``--method-problems`` problems at ``--method-n`` rows each, compile excluded (a warm-up run
+    first). Compilations are counted over the budget grid ``--method-grid`` run twice.
     """
-    del args
-    return []
+    import jax
+    import numpy as np
+
+    from ttc import flops as F
+    from ttc import rewards as R
+    from ttc.decode import TRACE_COUNTS, SamplingParams, generate_solutions
+    from ttc.search.loop import SearchConfig, run_search
+    from ttc.search.pool import pool_ledger
+
+    task, pol, name = _bench_policy(args)
+    ps = task.problems(args.method_problems, seed=1234, split="test")
+    n, sp = args.method_n, SamplingParams.make(1.0)
+    oracle = R.RewardSpec(kind="oracle", window=task.max_step_len)
+    rows: list[dict[str, Any]] = []
+
+    def pool_run(nn, seed):
+        return generate_solutions(pol.graphdef, pol.params, task, ps.prompts, ps.prompt_len,
+                                  num_samples=nn, sampling=sp, key=jax.random.key(seed))
+
+    def search_run(method, nn, seed):
+        return run_search(pol.graphdef, pol.params, oracle, None, task, ps.prompts,
+                          ps.prompt_len, ps.gold, cfg=SearchConfig(method=method),
+                          num_samples=nn, sampling=sp, key=jax.random.key(seed))
+
+    def timed(f):
+        f(0)
+        t0 = time.perf_counter()
+        out = f(1)
+        return out, time.perf_counter() - t0
+
+    s, t_bon = timed(lambda seed: pool_run(n, seed))
+    tok = float(s.useful_tokens.sum())
+    led = pool_ledger(pol.cfg, s, ps, n)
+    base = t_bon / tok
+    rows.append({"section": "methods", "impl": "best_of_n", "policy": name, "N": n,
+                 "s_per_token": base, "rel_to_bon": 1.0,
+                 "useful_over_executed": led.total_useful / led.total_executed})
+    for method in ("beam", "dvts", "lookahead", "particle"):
+        res, t = timed(lambda seed, m=method: search_run(m, n, seed))
+        w = {k: float(v.sum()) for k, v in res.work.items()}
+        tok = w["dec_tokens"] + w["look_tokens"]
+        useful = (F.decode_useful(pol.cfg, w["dec_tokens"], w["dec_ctx"])
+                  + F.decode_useful(pol.cfg, w["look_tokens"], w["look_ctx"]))
+        executed = F.decode_executed(pol.cfg, w["dec_steps"] + w["look_steps"], res.cache_len)
+        rows.append({"section": "methods", "impl": method, "policy": name, "N": n,
+                     "s_per_token": t / tok, "rel_to_bon": (t / tok) / base,
+                     "useful_over_executed": float(useful / executed)})
+    # compilations over a budget grid, run twice (the second pass must add none)
+    before = dict(TRACE_COUNTS)
+    for _ in range(2):
+        for nn in args.method_grid:
+            pool_run(nn, 0)
+            for method in ("beam", "particle"):
+                search_run(method, nn, 0)
+    compiles = {k: TRACE_COUNTS[k] - before.get(k, 0) for k in ("generate", "search")}
+    for r in rows:
+        r["compiles_over_grid_x2"] = compiles
+        r["grid"] = list(args.method_grid)
+    del np
+    return rows
 
 
 Section = Callable[[argparse.Namespace], list[dict[str, Any]]]
@@ -557,6 +626,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the cores; 'inherit' leaves the environment alone)")
     p.add_argument("--skip-hf", action="store_true", help="do not run the HF baselines")
     p.add_argument("--quick", action="store_true", help="tiny sizes and batches (seconds)")
+    p.add_argument("--method-n", type=int, default=16, help="rows per problem (methods section)")
+    p.add_argument("--method-problems", type=int, default=64, help="problems (methods section)")
+    p.add_argument("--method-grid", type=int, nargs="+", default=[2, 8, 32],
+                   help="budgets whose compilations are counted (methods section)")
+    p.add_argument("--checkpoints", default="checkpoints", help="where cached policies live")
     p.add_argument("--out", default="bench.json", help="where to write the JSON report")
     args = p.parse_args(argv)
     q = args.quick
@@ -567,6 +641,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.matmul_n = args.matmul_n or (256 if q else 2048)
     if q:
         args.sizes = list(QUICK_SIZES)
+        args.method_n, args.method_problems, args.method_grid = 4, 8, [2, 4]
     else:
         known = {s.name: s for s in KNOWN_SIZES}
         names = args.sizes or list(DEFAULT_SIZES)

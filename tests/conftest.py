@@ -7,11 +7,11 @@ import os
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 
-import pytest  # noqa: E402
+import pytest
 
-from ttc.checkpoint import LoadedModel  # noqa: E402
-from ttc.models.transformer import TransformerConfig, create  # noqa: E402
-from ttc.tasks.arithmetic import ArithmeticTask  # noqa: E402
+from ttc.checkpoint import LoadedModel
+from ttc.models.transformer import TransformerConfig, create
+from ttc.tasks.arithmetic import ArithmeticTask
 
 
 @pytest.fixture(scope="session")

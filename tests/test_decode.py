@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ttc.decode import TRACE_COUNTS, SamplingParams, decode, generate_solutions, prefill, select_tokens
+from ttc.decode import (
+    TRACE_COUNTS,
+    SamplingParams,
+    decode,
+    generate_solutions,
+    prefill,
+    select_tokens,
+)
 
 
 def _full_logits(model, tokens):

@@ -116,7 +116,7 @@ def test_score_solutions_orm_reads_eos_only(small_task, trained_policy):
     t = task.max_prompt_len + task.max_solution_len
     tokens = jnp.asarray(pad_to(rows, t))
     length = jnp.asarray([len(r) for r in rows])
-    scores, mask = R.score_solutions(spec, orm.params, task, tokens, jnp.asarray(ps.prompt_len),
+    _, mask = R.score_solutions(spec, orm.params, task, tokens, jnp.asarray(ps.prompt_len),
                                      length, jnp.asarray(ps.gold), jax.random.key(0))
     assert np.all(np.asarray(mask).sum(1) == 1)
     with pytest.raises(ValueError):

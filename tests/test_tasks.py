@@ -38,7 +38,7 @@ def test_gold_solutions_verify(task):
     for i, s in enumerate(sols):
         assert all(task.check_steps(i, ps, s))
         assert len(task.check_steps(i, ps, s)) == ps.difficulty[i]
-    tokens, length = _full_rows(task, ps, sols)
+    tokens, _ = _full_rows(task, ps, sols)
     ans = np.asarray(task.extract_answer(jnp.asarray(tokens), jnp.asarray(ps.prompt_len)))
     np.testing.assert_array_equal(ans, ps.answers)
 

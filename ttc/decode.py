@@ -22,8 +22,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from flax import nnx, struct
 import numpy as np
+from flax import nnx, struct
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
@@ -191,7 +191,7 @@ def decode(
     stop = jnp.asarray(stop_ids, jnp.int32)
 
     def cond(carry):
-        st, stopped, it = carry
+        _, stopped, it = carry
         return jnp.any(~stopped) & (it < cap)
 
     def body(carry):
@@ -199,7 +199,8 @@ def decode(
         key, sub = jax.random.split(st.key)
         active = ~stopped
         tok = jnp.where(active, select_tokens(sub, st.logits, sp), pad_id)
-        lp = jnp.take_along_axis(jax.nn.log_softmax(st.logits.astype(jnp.float32)), tok[:, None], 1)[:, 0]
+        logp = jax.nn.log_softmax(st.logits.astype(jnp.float32))
+        lp = jnp.take_along_axis(logp, tok[:, None], 1)[:, 0]
         pos = jnp.minimum(st.length, t - 1)
         tokens = st.tokens.at[rows, pos].set(jnp.where(active, tok, st.tokens[rows, pos]))
         logprob = st.logprob.at[rows, pos].set(jnp.where(active, lp, st.logprob[rows, pos]))

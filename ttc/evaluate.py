@@ -8,13 +8,12 @@ run directory so an interrupted aggregation does not re-sample.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import time
 from pathlib import Path
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 from ttc import flops as F
 from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
-from ttc.decode import TRACE_COUNTS, SamplingParams, Samples, generate_solutions
+from ttc.decode import TRACE_COUNTS, Samples, SamplingParams, generate_solutions
 from ttc.errors import ConfigError
 from ttc.methods import MethodSpec
 from ttc.metrics import bootstrap_ci, expected_best_of_k
@@ -336,7 +335,8 @@ def _get_pool(policy, task, problems, cfg, sp, seed, n_max, tag, run_dir, progre
 def format_table(records: list[dict]) -> str:
     """A short text table: method, budget, accuracy [95% CI], useful GFLOPs per problem."""
     rows = sorted(records, key=lambda r: (r["method"], r["budget"], r["seed"]))
-    lines = [f"{'method':<14}{'N':>5}{'seed':>5}  {'accuracy':>8}  {'95% CI':>15}  {'GFLOP/prob':>10}"]
+    head = f"{'method':<14}{'N':>5}{'seed':>5}  {'accuracy':>8}  {'95% CI':>15}  {'GFLOP/prob':>10}"
+    lines = [head]
     for r in rows:
         lines.append(
             f"{r['method'] + ('*' if r.get('oracle') else ''):<14}{r['budget']:>5}{r['seed']:>5}  "

@@ -8,10 +8,10 @@ from collections import defaultdict
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from ttc.metrics import pareto_frontier  # noqa: E402
+from ttc.metrics import pareto_frontier
 
 
 def frontier_rows(records: list[dict], flops_key: str = "flops_useful") -> list[dict]:
@@ -29,13 +29,16 @@ def plot_pareto(records: list[dict], path: str | os.PathLike, *, flops_key: str 
     by = defaultdict(lambda: defaultdict(list))
     for r in records:
         by[r["method"]][r["budget"]].append(r)
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for method in sorted(by):
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    colors = plt.get_cmap("tab20").colors
+    markers = "osD^v<>pPX*h"
+    for i, method in enumerate(sorted(by)):
         budgets = sorted(by[method])
         x = [np.mean([r[flops_key] for r in by[method][b]]) for b in budgets]
         y = [np.mean([r["accuracy"] for r in by[method][b]]) for b in budgets]
         oracle = any(r.get("oracle") for b in budgets for r in by[method][b])
-        ax.plot(x, y, "--" if oracle else "-", marker="o", ms=3,
+        ax.plot(x, y, "--" if oracle else "-", marker=markers[i % len(markers)], ms=4,
+                color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20],
                 label=method + (" (oracle)" if oracle else ""), alpha=0.6 if oracle else 1.0)
     front = frontier_rows(records, flops_key)
     if front:

@@ -141,7 +141,9 @@ def score_solutions(
     return _clip(s) * mask, mask
 
 
-def aggregate(scores: Float[Array, "B K"], mask: Bool[Array, "B K"], how: str) -> Float[Array, " B"]:
+def aggregate(
+    scores: Float[Array, "B K"], mask: Bool[Array, "B K"], how: str
+) -> Float[Array, " B"]:
     """Aggregates step scores over each row's scored steps; rows with none score 0."""
     if how not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {how!r}; choose from {AGGREGATIONS}")
@@ -185,7 +187,7 @@ def score_new_tokens(
     Returns the advanced state and scores ``[B]`` (meaningful for rows that advanced; the
     caller keeps the previous score of rows that did not).
     """
-    b, t = tokens.shape
+    t = tokens.shape[1]
     n_new = length - rs.length
     j = jnp.arange(spec.window)[None, :]
     if spec.learned:

@@ -99,7 +99,8 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     sched = optax.warmup_cosine_decay_schedule(
         0.0, cfg.lr, min(cfg.warmup, cfg.steps // 2), max(cfg.steps, 2), end_value=cfg.lr * 0.1
     )
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=cfg.weight_decay))
+    return optax.chain(optax.clip_by_global_norm(1.0),
+                       optax.adamw(sched, weight_decay=cfg.weight_decay))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "tx", "loss_fn"), donate_argnums=(1, 2))

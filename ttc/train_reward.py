@@ -153,19 +153,31 @@ def reward_quality(spec: R.RewardSpec, params, task: Task, data: StepDataset) ->
 
 
 def init_from_policy(model: LoadedModel, policy: LoadedModel) -> LoadedModel:
-    """Copies every parameter but the output head from ``policy`` (same trunk shapes).
+    """Copies the policy's parameters into the reward model wherever they exist (embeddings,
+    the policy's blocks, final norm); the scalar head and any extra blocks stay freshly
+    initialised.
 
     Reward models are usually fine-tuned from the policy or base LM (Math-Shepherd; Lightman et
-    al. 2023): the trunk already computes the step arithmetic, so judging it is easier.
+    al. 2023): the trunk already computes the step arithmetic. An extra block on top lets the
+    model compare a written result with what the trunk computed at the previous position.
     """
     src = nnx.to_pure_dict(policy.params)
     dst = nnx.to_pure_dict(model.params)
+
+    def copy(x):  # copies: training donates its parameter buffers, the policy keeps its own
+        return jax.tree.map(lambda a: jnp.array(a, copy=True), x)
+
     for k in dst:
-        if k != "head":
-            if jax.tree.map(np.shape, dst[k]) != jax.tree.map(np.shape, src[k]):
-                raise ValueError(f"reward model trunk {k!r} does not match the policy's shapes")
-            # copies: training donates its parameter buffers, the policy must keep its own
-            dst[k] = jax.tree.map(lambda x: jnp.array(x, copy=True), src[k])
+        if k == "head" or k not in src:
+            continue
+        if k == "blocks":
+            for i in dst[k]:
+                if i in src[k]:
+                    dst[k][i] = copy(src[k][i])
+            continue
+        if jax.tree.map(np.shape, dst[k]) != jax.tree.map(np.shape, src[k]):
+            raise ValueError(f"reward model {k!r} does not match the policy's shapes")
+        dst[k] = copy(src[k])
     params = model.params
     nnx.replace_by_pure_dict(params, dst)
     return dataclasses.replace(model, params=params)
@@ -191,7 +203,7 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
     opt_state = tx.init(params)
     rng = np.random.default_rng(cfg.seed)
     t0 = time.time()
-    history, quality, step = [], {}, 0
+    history, quality, step, best = [], {}, 0, None
     bar = tqdm(range(1, cfg.steps + 1), desc=f"train {kind}", disable=not progress)
     for step in bar:
         i = rng.integers(0, len(data.tokens), cfg.batch_size)
@@ -204,7 +216,14 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
                             "time_s": round(time.time() - t0, 1)})
             bar.set_postfix(loss=f"{float(loss):.3f}", auc=f"{quality['final_auc']:.3f}")
             log.info("%s step %d loss %.4f %s", kind, step, float(loss), quality)
+            auc = quality["final_auc"]
+            if best is None or (np.isfinite(auc) and not auc <= best[0]):
+                # keep a copy: the next train_step donates (deletes) these buffers
+                best = (auc, step, jax.tree.map(lambda x: jnp.array(x, copy=True), params),
+                        quality)
+    _, best_step, params, quality = best
     meta = {"kind": kind, "train": {**dataclasses.asdict(cfg), "steps_run": step,
+                                    "selected_step": best_step,
                                     "time_s": round(time.time() - t0, 1), "history": history},
             "quality": quality}
     return LoadedModel(cfg=model_cfg, graphdef=graphdef, params=params, meta=meta)

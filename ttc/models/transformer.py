@@ -1,7 +1,8 @@
 """A small pre-LayerNorm decoder-only transformer in Flax NNX with an explicit KV cache.
 
 The cache is a plain pytree, a tuple with one ``(k, v)`` pair per layer (a stacked array was 3x
-slower on CPU here), each ``[B, H, T, Dh]`` (heads-major, so attention is a batched matvec). Slot ``t`` of a row holds the token at position
+slower on CPU here), each ``[B, H, T, Dh]`` (heads-major, so attention is a batched matvec).
+Slot ``t`` of a row holds the token at position
 ``t``: rows never have holes, so positions are slot indices and the attention mask is causal over
 slots. Rows advance independently: each call writes its ``S`` new tokens at the row's own
 ``write_pos`` and attends to slots ``<= position``.
@@ -135,7 +136,8 @@ class Transformer(nnx.Module):
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, rngs=rngs)
-        self.pos = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (cfg.max_len, cfg.d_model)))
+        pos_init = nnx.initializers.normal(0.02)
+        self.pos = nnx.Param(pos_init(rngs.params(), (cfg.max_len, cfg.d_model)))
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
         self.ln_f = nnx.LayerNorm(cfg.d_model, rngs=rngs)
         self.head = nnx.Linear(

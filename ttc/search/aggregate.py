@@ -30,7 +30,7 @@ def _valid(answer_ids, valid):
 
 def best_of_n(
     scores: Float[Array, "... N"], valid: Bool[Array, "... N"] | None = None
-) -> Int[Array, "..."]:
+) -> Int[Array, ...]:
     """Index of the highest-scoring valid sample per group (first index on ties).
 
     NaN scores count as ``-inf``; a group with no valid sample returns 0.
@@ -60,7 +60,7 @@ def majority_vote(
     answer_ids: Int[Array, "... N"],
     weights: Float[Array, "... N"] | None = None,
     valid: Bool[Array, "... N"] | None = None,
-) -> Int[Array, "..."]:
+) -> Int[Array, ...]:
     """Chosen answer id per group: most (weighted) votes, ties to the earliest first occurrence.
 
     Args:

@@ -275,7 +275,8 @@ def init_search(policy, reward, task, prompts, prompt_len, key, *, n: int, cache
     zf, zi = jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32)
     return SearchState(
         dec=dec, rew=rew, last=jnp.full((b,), 0.5), min=jnp.ones((b,)), logprod=zf, sum=zf,
-        count=zi, logw=zf, valid=jnp.ones((b,), bool), moved=jnp.zeros((b,), bool), look_tokens=zi, look_ctx=zf,
+        count=zi, logw=zf, valid=jnp.ones((b,), bool), moved=jnp.zeros((b,), bool),
+        look_tokens=zi, look_ctx=zf,
         look_rew_tokens=zi, look_rew_ctx=zf, look_steps=jnp.zeros((), jnp.int32),
         look_rew_calls=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32),
     )

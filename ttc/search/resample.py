@@ -31,7 +31,7 @@ def normalize(log_weights: Float[Array, "... N"]) -> Float[Array, "... N"]:
     return jax.nn.softmax(jnp.where(ok, lw, 0.0), axis=-1)
 
 
-def ess(log_weights: Float[Array, "... N"]) -> Float[Array, "..."]:
+def ess(log_weights: Float[Array, "... N"]) -> Float[Array, ...]:
     """Effective sample size ``(sum w)^2 / sum w^2``, computed in log space (stable for extreme
     weights); ``N`` for an all-invalid group (uniform fallback)."""
     w = normalize(log_weights)

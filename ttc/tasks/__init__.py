@@ -17,4 +17,6 @@ def make_task(name: str, **kwargs: Any) -> Task:
     return TASKS[name](**kwargs)
 
 
-__all__ = ["INVALID_ANSWER", "TASKS", "ArithmeticTask", "ProblemSet", "Task", "Tokenizer", "make_task"]
+__all__ = [
+    "INVALID_ANSWER", "TASKS", "ArithmeticTask", "ProblemSet", "Task", "Tokenizer", "make_task",
+]

@@ -124,7 +124,7 @@ class ArithmeticTask:
             k = int(rng.integers(self.min_ops, self.max_ops + 1))
             nums = rng.integers(0, self.modulus, size=k + 1).tolist()
             ops = [_OPS[i] for i in rng.integers(0, len(_OPS), size=k)]
-            prompt = "".join(f"{a}{o}" for a, o in zip(nums, ops + ["="], strict=True))
+            prompt = "".join(f"{a}{o}" for a, o in zip(nums, [*ops, "="], strict=True))
             if prompt in seen or self._split_of(prompt) != split:
                 continue
             seen.add(prompt)
@@ -193,7 +193,7 @@ class ArithmeticTask:
     def check_steps(self, problem_index: int, problems: ProblemSet, solution: str) -> list[bool]:
         """Re-derives every step arithmetically (independent of the reference string)."""
         text = problems.texts[problem_index]
-        nums = [int(x) for x in text[:-1].replace("+", " ").replace("-", " ").replace("*", " ").split()]
+        nums = [int(x) for x in "".join(" " if c in _OPS else c for c in text[:-1]).split()]
         ops = [c for c in text if c in _OPS]
         steps = solution.split(";")
         verdicts, x, ok = [], nums[0], True

@@ -146,7 +146,7 @@ class Task(Protocol):
         ...
 
 
-def answer_is_valid(answers: Int[Array, "..."]) -> Bool[Array, "..."]:
+def answer_is_valid(answers: Int[Array, ...]) -> Bool[Array, ...]:
     return answers != INVALID_ANSWER
 
 
