@@ -63,5 +63,16 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def enable_compilation_cache(cache_dir: str | Path) -> None:
+    """JAX's persistent compilation cache under ``cache_dir/jax``: a second run of the same
+    sweep reuses every compiled sampler instead of recompiling it."""
+    import jax
+
+    path = Path(cache_dir).absolute() / "jax"
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def as_path(p: str | None) -> Path | None:
     return None if p in (None, "", "null") else Path(p)

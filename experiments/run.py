@@ -20,6 +20,7 @@ from experiments.common import (
     CONF_DIR,
     as_path,
     build_task,
+    enable_compilation_cache,
     friendly_errors,
     policy_config,
     train_config,
@@ -99,6 +100,8 @@ def run(cfg: DictConfig) -> None:
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     task = build_task(cfg)
+    if cfg.get("compilation_cache", True):
+        enable_compilation_cache(cfg.cache_dir)
     methods = method_specs(cfg)
     ecfg = eval_config(cfg)
     pcfg = policy_config(cfg, task)

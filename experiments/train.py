@@ -1,8 +1,10 @@
-"""Train (or reuse) the models the main job needs, without evaluating.
+"""Train (or reuse) the models the main job needs — policy, and the PRM/ORM its methods use —
+without evaluating.
 
-    ttc-train                          # the default policy, cached under checkpoints/
+    ttc-train                          # default policy + PRM + ORM, cached under checkpoints/
     ttc-train policy=small             # another size
-    ttc-train +save_to=my_policy       # also copy the checkpoint to a chosen directory
+    ttc-train method=majority          # only the policy (no method needs a reward model)
+    ttc-train +save_to=my_policy       # also copy the policy checkpoint to a chosen directory
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def run(cfg: DictConfig) -> None:
     print(f"policy {policy.meta.get('id')}: {policy.cfg.n_params} parameters, "
           f"{tr.get('steps_run')} steps, validation single-sample accuracy "
           f"{tr.get('val_accuracy', float('nan')):.3f}")
+    from experiments.run import method_specs, reward_sources
+
+    reward_sources(cfg, method_specs(cfg), task, policy, policy_config(cfg, task))
     if cfg.get("save_to"):
         dst = checkpoint.save(cfg.save_to, policy)
         print(f"saved a copy to {dst}")

@@ -544,8 +544,7 @@ _HEADER = (f"{'size':<12} {'batch':>6} {'impl':<9} {'thr':>3} {'tokens/s':>11} {
 
 def _print_row(row: dict[str, Any]) -> None:
     if row.get("section") != "decode":
-        print(json.dumps(row, default=str), flush=True)
-        return
+        return  # other sections print their own table at the end
     head = f"{row['size']:<12} {row['batch']:>6} {row['impl']:<9} {row.get('threads', ''):>3}"
     if row.get("skipped"):
         print(f"{head} {row['skipped']}", flush=True)
@@ -587,6 +586,18 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if f"{impl}_tokens_per_s" in s and "ttc_tokens_per_s" in s:
                 s[f"ttc_over_{impl}"] = s["ttc_tokens_per_s"] / s[f"{impl}_tokens_per_s"]
     return list(out.values())
+
+
+def _print_methods(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    r0 = rows[0]
+    print(f"\nmethods on {r0['policy']}, N={r0['N']} (oracle verifier; compile excluded)")
+    print(f"{'method':<12} {'s/token':>10} {'vs best-of-N':>12} {'useful/executed':>16}")
+    for r in rows:
+        print(f"{r['impl']:<12} {r['s_per_token']:>10.2e} {r['rel_to_bon']:>11.2f}x "
+              f"{r['useful_over_executed']:>16.2f}")
+    print(f"compilations over budgets {r0['grid']} run twice: {r0['compiles_over_grid_x2']}")
 
 
 def _print_summary(summary: list[dict[str, Any]]) -> None:
@@ -699,6 +710,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     machine["loadavg_end"] = list(os.getloadavg())
     summary = summarize(sections.get("decode", []))
     _print_summary(summary)
+    _print_methods(sections.get("methods", []))
     report = {
         "command": " ".join([os.path.basename(sys.argv[0]) or "bench.py", *(argv or sys.argv[1:])]),
         "machine": machine,
