@@ -74,5 +74,16 @@ def enable_compilation_cache(cache_dir: str | Path) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def hydra_entry(run: Callable[[DictConfig], None]) -> Callable[[], None]:
+    """A console-script entry point running ``run`` on the composed ``conf/config.yaml``."""
+    import hydra
+
+    @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+    def _main(cfg: DictConfig) -> None:
+        run(cfg)
+
+    return _main
+
+
 def as_path(p: str | None) -> Path | None:
     return None if p in (None, "", "null") else Path(p)

@@ -13,15 +13,14 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.common import (
-    CONF_DIR,
     as_path,
     build_task,
     enable_compilation_cache,
     friendly_errors,
+    hydra_entry,
     policy_config,
     train_config,
 )
@@ -131,13 +130,7 @@ def run(cfg: DictConfig) -> None:
           f"frontier.csv and pareto.png in {run_dir} ({time.time() - t0:.0f}s)")
 
 
-@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    run(cfg)
-
-
-def main() -> None:
-    _hydra_main()
+main = hydra_entry(run)
 
 
 if __name__ == "__main__":

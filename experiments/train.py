@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
-from experiments.common import CONF_DIR, build_task, friendly_errors, policy_config, train_config
+from experiments.common import build_task, friendly_errors, hydra_entry, policy_config, train_config
 from ttc import checkpoint
 from ttc.train import get_policy
 
@@ -38,13 +37,7 @@ def run(cfg: DictConfig) -> None:
         print(f"saved a copy to {dst}")
 
 
-@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    run(cfg)
-
-
-def main() -> None:
-    _hydra_main()
+main = hydra_entry(run)
 
 
 if __name__ == "__main__":
