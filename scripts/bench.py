@@ -451,7 +451,8 @@ def _bench_policy(args: argparse.Namespace):
     if cands:
         return task, checkpoint.load(cands[-1]), cands[-1].name
     cfg = TransformerConfig(vocab_size=task.tokenizer.vocab_size, d_model=64, n_layers=2,
-                            n_heads=4, d_ff=256, max_len=task.max_prompt_len + task.max_solution_len)
+                            n_heads=4, d_ff=256,
+                            max_len=task.max_prompt_len + task.max_solution_len)
     return task, LoadedModel.from_module(create(cfg)), "random-init (no cached policy)"
 
 
