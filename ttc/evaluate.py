@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ from ttc.results import ResultsStore, cell_key
 from ttc.search import pool
 from ttc.search.loop import run_search
 from ttc.tasks.base import ProblemSet, Task
+from ttc.train import cache_key
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +78,8 @@ class EvalConfig:
 
 
 def config_tag(*parts) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:8]
+    """The short config hash in results-store keys (same hash as checkpoint names)."""
+    return cache_key(*parts)[:8]
 
 
 def _save_pool(path: Path, s: Samples) -> None:
@@ -260,6 +259,7 @@ def evaluate(
             scored: dict[tuple, tuple] = {}
             for m, b, key in pool_cells:
                 t1 = time.time()
+                sample_time = pool_time
                 led = pool.pool_ledger(policy.cfg, samples, problems, b)
                 if m.reward is None:
                     per = pool.per_problem_correct(
@@ -287,8 +287,8 @@ def evaluate(
                             samples.answers, w, problems.answers, b,
                             key=jax.random.key(seed + 7919 * b), subsets=cfg.majority_subsets)
                     _pool_reward_ledger(led, src, samples, problems, b)
-                    pool_time_b = pool_time + score_time
-                wall = (pool_time if m.reward is None else pool_time_b) * b / n_max
+                    sample_time += score_time
+                wall = sample_time * b / n_max
                 rec = record(m, b, seed, key, per, led, b * samples.useful_tokens.mean(),
                              wall + time.time() - t1)
                 store.add(rec)

@@ -19,10 +19,11 @@ import dataclasses
 
 from ttc.errors import ConfigError
 from ttc.rewards import AGGREGATIONS, KINDS
+from ttc.search import pool
 from ttc.search.loop import METHODS as SEARCH_METHODS
 from ttc.search.loop import SearchConfig, SearchParams
 
-POOL_METHODS = ("single", "majority", "bon_loglik", "coverage", "bon", "weighted_majority")
+POOL_METHODS = (*pool.POOL_METHODS, "bon", "weighted_majority")
 ALL_METHODS = POOL_METHODS + SEARCH_METHODS
 ORACLE_METHODS = {"coverage"}
 

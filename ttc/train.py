@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -185,8 +186,6 @@ def train_policy(
 
 def cache_key(*parts) -> str:
     """A short stable hash of configs (dataclasses/dicts), naming cached checkpoints."""
-    import hashlib
-
     blob = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
                       sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]

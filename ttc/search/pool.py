@@ -15,7 +15,6 @@ per-sample decode cost (useful and executed), so they grow linearly in ``k``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -90,12 +89,3 @@ def pool_ledger(cfg: TransformerConfig, samples: Samples, problems: ProblemSet, 
     dec_e = F.decode_executed(cfg, samples.executed_row_steps, samples.cache_len).mean(axis=1)
     led.add("policy_decode", k * dec_u.mean(), k * dec_e.mean())
     return led
-
-
-@dataclasses.dataclass(frozen=True)
-class PoolCell:
-    method: str
-    budget: int
-    per_problem: np.ndarray
-    ledger: F.Ledger
-    tokens: float
