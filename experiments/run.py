@@ -25,7 +25,7 @@ from experiments.common import (
     train_config,
 )
 from ttc.errors import ConfigError
-from ttc.evaluate import EvalConfig, RewardSource, evaluate, format_table
+from ttc.evaluate import EvalConfig, RewardSource, evaluate, format_table, run_tag
 from ttc.methods import MethodSpec, make_spec
 from ttc.plots import plot_pareto, write_frontier_csv
 from ttc.results import ResultsStore
@@ -93,8 +93,24 @@ def write_outputs(store: ResultsStore, run_dir: Path) -> Path:
     return plot
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """What :func:`run` produced: the store, the records of this configuration and its pieces."""
+
+    store: ResultsStore
+    tag: str
+    task: object
+    policy: object
+    rewards: dict
+    run_dir: Path
+
+    @property
+    def records(self) -> list[dict]:
+        return [r for r in self.store.records if r["key"].endswith("|" + self.tag)]
+
+
 @friendly_errors
-def run(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> RunOutcome:
     t0 = time.time()
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +144,8 @@ def run(cfg: DictConfig) -> None:
     print(format_table(store.records))
     print(f"\n{len(new)} new record(s), {len(store.records)} in {store.path}; "
           f"frontier.csv and pareto.png in {run_dir} ({time.time() - t0:.0f}s)")
+    return RunOutcome(store=store, tag=run_tag(policy, task, ecfg, rewards), task=task,
+                      policy=policy, rewards=rewards, run_dir=run_dir)
 
 
 main = hydra_entry(run)

@@ -86,3 +86,30 @@ def test_unknown_method_group_is_a_hydra_error(tmp_path):
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "method" in proc.stderr
+
+
+def test_reproduce_writes_a_claim_report(tmp_path, capsys):
+    from experiments.reproduce import reproduce
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose("config", overrides=[
+            "+experiment=verifier_free", *TINY, f"out_dir={tmp_path}/run",
+            f"cache_dir={tmp_path}/ckpt",
+            "methods=[{name:single},{name:majority},{name:bon_loglik}]"])
+    report = reproduce(cfg)
+    assert report.claim == "verifier_free" and report.held in (True, False)
+    md = (tmp_path / "run" / "verifier_free.md").read_text()
+    assert "Wang et al. 2025" in md and "| N | majority | bon_loglik |" in md
+    assert (tmp_path / "run" / "verifier_free.png").stat().st_size > 1000
+    line = (tmp_path / "run" / "claims.jsonl").read_text().splitlines()[-1]
+    assert '"claim": "verifier_free"' in line
+    assert "[verifier_free]" in capsys.readouterr().out
+
+
+def test_reproduce_without_an_experiment_is_a_config_error(tmp_path, capsys):
+    from experiments.reproduce import reproduce
+
+    with pytest.raises(SystemExit) as e:
+        reproduce(_cfg(tmp_path))
+    assert e.value.code == 2
+    assert "+experiment=" in capsys.readouterr().err

@@ -82,6 +82,16 @@ def config_tag(*parts) -> str:
     return cache_key(*parts)[:8]
 
 
+def run_tag(policy: LoadedModel, task: Task, cfg: EvalConfig,
+            rewards: dict[str, RewardSource] | None = None) -> str:
+    """The config hash ending every record key of an evaluation (policy, task, test problems,
+    sampling, reward models): records of one configuration are those whose key ends with it."""
+    return config_tag(policy.meta.get("id", ""), dataclasses.asdict(task)
+                      if dataclasses.is_dataclass(task) else task.name,
+                      cfg.n_problems, cfg.problem_seed, cfg.temperature, cfg.top_k, cfg.top_p,
+                      {k: v.meta.get("id") for k, v in (rewards or {}).items()})
+
+
 def _save_pool(path: Path, s: Samples) -> None:
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **{f.name: getattr(s, f.name) for f in dataclasses.fields(s)})
@@ -209,10 +219,7 @@ def evaluate(
             raise ConfigError(f"method {m.label!r} needs a {m.reward} reward model")
     problems = task.problems(cfg.n_problems, seed=cfg.problem_seed, split="test")
     sp = SamplingParams.make(cfg.temperature, cfg.top_k, cfg.top_p)
-    tag = config_tag(policy.meta.get("id", ""), dataclasses.asdict(task)
-                     if dataclasses.is_dataclass(task) else task.name,
-                     cfg.n_problems, cfg.problem_seed, cfg.temperature, cfg.top_k, cfg.top_p,
-                     {k: v.meta.get("id") for k, v in rewards.items()})
+    tag = run_tag(policy, task, cfg, rewards)
     n_max = max(cfg.budgets)
 
     def source(m: MethodSpec) -> RewardSource:
@@ -230,6 +237,8 @@ def evaluate(
             "oracle": m.oracle, "n_problems": len(problems), "generations": b,
             "tokens": float(tokens), **_summary(per, problems, seed), **led.as_record(),
             "wall_time_s": wall, **(extra or {}),
+            # per-problem (expected) correctness, in problem order: difficulty-bin analyses
+            "per_problem": [round(float(x), 4) for x in np.asarray(per, np.float64)],
             "config": {"method": dict(m.params), "eval": dataclasses.asdict(cfg),
                        "reward_model": {"id": src_meta.get("id"),
                                         "quality": src_meta.get("quality")},
