@@ -6,8 +6,9 @@ from typing import Any
 
 from ttc.tasks.arithmetic import ArithmeticTask
 from ttc.tasks.base import INVALID_ANSWER, ProblemSet, Task, Tokenizer
+from ttc.tasks.graph import GraphWalkTask
 
-TASKS: dict[str, type] = {"arithmetic": ArithmeticTask}
+TASKS: dict[str, type] = {"arithmetic": ArithmeticTask, "graph": GraphWalkTask}
 
 
 def make_task(name: str, **kwargs: Any) -> Task:
@@ -18,5 +19,6 @@ def make_task(name: str, **kwargs: Any) -> Task:
 
 
 __all__ = [
-    "INVALID_ANSWER", "TASKS", "ArithmeticTask", "ProblemSet", "Task", "Tokenizer", "make_task",
+    "INVALID_ANSWER", "TASKS", "ArithmeticTask", "GraphWalkTask", "ProblemSet", "Task", "Tokenizer",
+    "make_task",
 ]
