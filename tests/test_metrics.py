@@ -75,3 +75,26 @@ def test_pareto_frontier_matches_brute_force():
                 dominated.add(i)
                 break
     assert got == set(range(len(pts))) - dominated
+
+
+def test_within_group_auc_matches_brute_force_and_ignores_difficulty():
+    from ttc.metrics import roc_auc, within_group_auc
+
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 5, 60).astype(float)  # many ties
+    y = rng.random(60) < 0.5
+    g = np.repeat(np.arange(15), 4)
+    wins = pairs = 0.0
+    for i in range(60):
+        for j in range(60):
+            if g[i] == g[j] and y[i] and not y[j]:
+                wins += 1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0
+                pairs += 1
+    assert abs(within_group_auc(s, y, g) - wins / pairs) < 1e-12
+    # a score that only tells easy problems from hard ones: perfect plain AUC, 0.5 within
+    y2 = np.repeat([True, False], 8) ^ np.tile([False, False, False, True], 4)
+    g2 = np.repeat(np.arange(4), 4)
+    diff = np.repeat([1.0, 0.0], 8)
+    assert within_group_auc(diff, y2, g2) == 0.5
+    assert roc_auc(diff, y2) == 0.75
+    assert np.isnan(within_group_auc([1.0, 2.0], [True, False], [0, 1]))

@@ -115,3 +115,25 @@ def roc_auc(scores, labels) -> float:
         i = j + 1
     u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
+
+
+def within_group_auc(scores, labels, groups) -> float:
+    """AUC restricted to pairs from the same group: the probability that a positive outranks a
+    negative *of the same problem* (ties half), pooled over groups by their number of pairs.
+
+    This is what best-of-N and search need from a verifier. A plain :func:`roc_auc` over all
+    solutions also rewards telling easy problems from hard ones, which never changes a
+    within-problem choice. NaN if no group has both classes.
+    """
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels, bool)
+    g = np.asarray(groups)
+    wins = pairs = 0.0
+    for k in np.unique(g):
+        sel = g == k
+        pos, neg = s[sel & y], s[sel & ~y]
+        if len(pos) and len(neg):
+            d = pos[:, None] - neg[None, :]
+            wins += float(np.sum(d > 0) + 0.5 * np.sum(d == 0))
+            pairs += len(pos) * len(neg)
+    return wins / pairs if pairs else float("nan")

@@ -28,7 +28,7 @@ from ttc import checkpoint
 from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
 from ttc.decode import SamplingParams, generate_solutions
-from ttc.metrics import roc_auc
+from ttc.metrics import roc_auc, within_group_auc
 from ttc.models.transformer import TransformerConfig, create
 from ttc.tasks.base import Task
 from ttc.train import TrainConfig, cache_key, make_optimizer, train_step
@@ -127,8 +127,11 @@ def reward_loss(model, tokens, ends, labels, mask):
     return jnp.sum(bce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def reward_quality(spec: R.RewardSpec, params, task: Task, data: StepDataset) -> dict:
-    """AUC of the final score for correctness and step accuracy against the exact checker."""
+def reward_quality(spec: R.RewardSpec, params, task: Task, data: StepDataset,
+                   group_size: int | None = None) -> dict:
+    """AUC of the final score for correctness (over all solutions, and ``within_auc`` within
+    each problem's ``group_size`` consecutive solutions) and step accuracy against the exact
+    checker."""
     scores = []
 
     @jax.jit
@@ -144,6 +147,9 @@ def reward_quality(spec: R.RewardSpec, params, task: Task, data: StepDataset) ->
     ok = last >= 0
     final_score = step_scores[np.flatnonzero(ok), last[ok]]
     out = {"final_auc": roc_auc(final_score, data.final[ok])}
+    if group_size:
+        groups = np.arange(len(data.tokens))[ok] // group_size
+        out["within_auc"] = within_group_auc(final_score, data.final[ok], groups)
     if spec.kind == "prm":
         pred = step_scores > 0.5
         out["step_accuracy"] = float(np.mean(pred[data.mask] == data.exact[data.mask]))
@@ -185,10 +191,14 @@ def init_from_policy(model: LoadedModel, policy: LoadedModel) -> LoadedModel:
 
 def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Task,
                        model_cfg: TransformerConfig, cfg: TrainConfig, *,
-                       init_from: LoadedModel | None = None,
+                       init_from: LoadedModel | None = None, group_size: int | None = None,
                        progress: bool = True) -> LoadedModel:
     """Trains a PRM (per-step MC labels) or ORM (final correctness at every step end),
-    optionally starting from the policy's trunk (``init_from``)."""
+    optionally starting from the policy's trunk (``init_from``).
+
+    The checkpoint kept is the evaluation with the best within-problem AUC on ``val`` (rows in
+    groups of ``group_size`` solutions per problem) — what best-of-N and search use — or the
+    best plain AUC without groups."""
     if kind not in ("prm", "orm"):
         raise ValueError(f"kind must be prm or orm, got {kind!r}")
     module = create(model_cfg, seed=cfg.seed + (1 if kind == "prm" else 2))
@@ -211,12 +221,12 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
         params, opt_state, loss = train_step(graphdef, params, opt_state, batch, tx=tx,
                                              loss_fn=reward_loss)
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            quality = reward_quality(spec, params, task, val)
+            quality = reward_quality(spec, params, task, val, group_size)
             history.append({"step": step, "loss": float(loss), **quality,
                             "time_s": round(time.time() - t0, 1)})
             bar.set_postfix(loss=f"{float(loss):.3f}", auc=f"{quality['final_auc']:.3f}")
             log.info("%s step %d loss %.4f %s", kind, step, float(loss), quality)
-            auc = quality["final_auc"]
+            auc = quality.get("within_auc", quality["final_auc"])
             if best is None or (np.isfinite(auc) and not auc <= best[0]):
                 # keep a copy: the next train_step donates (deletes) these buffers
                 best = (auc, step, jax.tree.map(lambda x: jnp.array(x, copy=True), params),
@@ -243,7 +253,8 @@ def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: Tran
         data_path = base / f"mc-labels-{cache_key(policy.meta.get('id'), task, label_cfg)}.npz"
         data, val = _labels(policy, task, label_cfg, data_path, progress)
         m = train_reward_model(kind, data, val, task, model_cfg, cfg, progress=progress,
-                               init_from=policy if init_from_policy else None)
+                               init_from=policy if init_from_policy else None,
+                               group_size=label_cfg.samples_per_problem)
         checkpoint.save(path, m)
     m.meta["id"] = path.name
     return m
