@@ -2,11 +2,11 @@
 
 A problem is a random *functional graph* on ``num_nodes`` nodes named ``a, b, c, …``: every
 node has exactly one outgoing edge ``x → f(x)``, drawn uniformly among the other nodes (no
-self-loops, so a walk never stalls). The prompt lists all edges ``xy`` (meaning ``x → y``), then
-``|``, the start node, the hop count and ``=``; the solution follows the pointers one hop per
-step and ends with ``!`` and the node reached:
+self-loops, so a walk never stalls). The prompt lists all edges ``xy`` (meaning ``x → y``) in a
+random order, then ``|``, the start node, the hop count and ``=``; the solution follows the
+pointers one hop per step and ends with ``!`` and the node reached:
 
-    prompt    ``ab,bd,cf,dc,ec,fa|a3=``        (start ``a``, 3 hops)
+    prompt    ``ab,cf,bd,dc,fa,ec|a3=``        (start ``a``, 3 hops)
     solution  ``ab;bd;dc!c``                      then ``EOS``; the answer is ``c`` (id 2)
 
 Each step ``xy`` copies the current node ``x`` and looks up its successor ``y`` in the edge
@@ -21,12 +21,14 @@ compositional depth in transformers (pointer-value retrieval, Zhang et al. 2021;
 induction heads, Sanford et al. 2024). Errors are retrieval slips rather than arithmetic slips,
 and the same samplers, verifiers and search code run on it unchanged.
 
-Edge order (``shuffle_edges``): sorted by source by default, so node ``x``'s edge sits at a
-fixed position and a lookup is positional (classic pointer chasing in an array). With
-``shuffle_edges=True`` the order is random per problem and a lookup is content-addressed (an
-induction-head retrieval, Olsson et al. 2022) — much harder for small models: the default tiny
-policy (2 layers, d=64) was still guessing (validation accuracy ~0.2) after 600 SFT steps,
-whereas on sorted edges it jumps to ~0.7 within ~200 steps.
+Edge order (``shuffle_edges``): random per problem by default, so a lookup is content-addressed
+(find the edge whose source is ``x``, copy the token after it: an induction-head retrieval,
+Olsson et al. 2022). With ``shuffle_edges=False`` the edges are sorted by source, node ``x``'s
+edge sits at a fixed position and a lookup is positional (classic pointer chasing in an array),
+which is much easier. Measured with the default tiny policy (2 layers, d=64, conf/policy/tiny):
+shuffled, 6 nodes, 2-8 hops: validation accuracy ~0.2-0.3 (chance is 1/5) until ~400 SFT steps,
+then 0.39 / 0.59 / 0.97 at steps 500 / 600 / 700; shuffled with 10 nodes: still guessing after
+600 steps; sorted, 10 nodes, 2-12 hops: 0.11 at step 150, 0.71 at step 200, 0.97 at step 250.
 
 The walk is deterministic, so the correct solution is unique: the exact step checker is a prefix
 comparison with the reference solution (jit-able, used by the oracle PRM), and independently a
@@ -68,10 +70,10 @@ class GraphWalkTask:
             disjoint whatever the seeds and a test graph never appears in training reordered.
     """
 
-    num_nodes: int = 10
+    num_nodes: int = 6
     min_hops: int = 2
-    max_hops: int = 12
-    shuffle_edges: bool = False
+    max_hops: int = 8
+    shuffle_edges: bool = True
     test_fraction: float = 0.2
     name: str = "graph"
 
