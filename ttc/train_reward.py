@@ -244,7 +244,10 @@ def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: Tran
                      init_from_policy: bool = True, progress: bool = True) -> LoadedModel:
     """Loads the cached PRM/ORM for (policy, task, configs) or labels data and trains one."""
     base = Path(cache_dir)
-    path = base / (f"{kind}-{cache_key(policy.meta.get('id'), task, model_cfg, label_cfg, cfg)}"
+    # "select" names the checkpoint-selection rule, so a model kept by an older rule is retrained
+    key = cache_key(policy.meta.get("id"), task, model_cfg, label_cfg, cfg,
+                    {"select": "within_auc"})
+    path = base / (f"{kind}-{key}"
                    f"{'-init' if init_from_policy else ''}")
     if checkpoint.exists(path):
         log.info("reusing cached %s %s", kind, path)
