@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol, runtime_checkable
 
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Int
 
@@ -150,6 +151,25 @@ def answer_is_valid(answers: Int[Array, ...]) -> Bool[Array, ...]:
     return answers != INVALID_ANSWER
 
 
+def gold_prefix_match(
+    tokens: Int[Array, "B T"],
+    prompt_len: Int[Array, " B"],
+    length: Int[Array, " B"],
+    gold: Int[Array, "B Ls"],
+) -> Bool[Array, " B"]:
+    """Whether each row's generated tokens ``tokens[prompt_len:length]`` are a prefix of its
+    reference solution ``gold`` (jit-able): the exact step checker of any task whose correct
+    solution is unique."""
+    _, t = tokens.shape
+    ls = gold.shape[1]
+    j = jnp.arange(ls)[None, :]
+    idx = jnp.clip(prompt_len[:, None] + j, 0, t - 1)
+    gen = jnp.take_along_axis(tokens, idx, axis=1)
+    n_gen = length - prompt_len
+    in_prefix = j < n_gen[:, None]
+    return jnp.all((gen == gold) | ~in_prefix, axis=1) & (n_gen <= ls)
+
+
 def pad_to(rows: list[list[int]], width: int, pad: int = 0) -> np.ndarray:
     out = np.full((len(rows), width), pad, dtype=np.int32)
     for i, r in enumerate(rows):
@@ -159,4 +179,7 @@ def pad_to(rows: list[list[int]], width: int, pad: int = 0) -> np.ndarray:
     return out
 
 
-__all__ = ["INVALID_ANSWER", "ProblemSet", "Task", "Tokenizer", "answer_is_valid", "pad_to"]
+__all__ = [
+    "INVALID_ANSWER", "ProblemSet", "Task", "Tokenizer", "answer_is_valid", "gold_prefix_match",
+    "pad_to",
+]

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Int
 
-from ttc.tasks.base import INVALID_ANSWER, ProblemSet, Tokenizer, pad_to
+from ttc.tasks.base import INVALID_ANSWER, ProblemSet, Tokenizer, gold_prefix_match, pad_to
 
 _NODES = string.ascii_lowercase  # node names; node i is _NODES[i] and has answer id i
 _EDGE_SEP, _QUERY, _END_PROMPT = ",", "|", "="
@@ -234,14 +234,7 @@ class GraphWalkTask:
         gold: Int[Array, "B Ls"],
     ) -> Bool[Array, " B"]:
         """Generated prefix equals the reference solution's prefix (the walk is unique)."""
-        _, t = tokens.shape
-        ls = gold.shape[1]
-        j = jnp.arange(ls)[None, :]
-        idx = jnp.clip(prompt_len[:, None] + j, 0, t - 1)
-        gen = jnp.take_along_axis(tokens, idx, axis=1)
-        n_gen = length - prompt_len
-        in_prefix = j < n_gen[:, None]
-        return jnp.all((gen == gold) | ~in_prefix, axis=1) & (n_gen <= ls)
+        return gold_prefix_match(tokens, prompt_len, length, gold)
 
     def check_steps(self, problem_index: int, problems: ProblemSet, solution: str) -> list[bool]:
         """Re-walks the edge list parsed from the prompt text (independent of the reference)."""
