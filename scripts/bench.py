@@ -472,7 +472,6 @@ def bench_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
     from ttc import rewards as R
     from ttc.decode import TRACE_COUNTS, SamplingParams, generate_solutions
     from ttc.search.loop import SearchConfig, run_search
-    from ttc.search.pool import pool_ledger
 
     task, pol, name = _bench_policy(args)
     ps = task.problems(args.method_problems, seed=1234, split="test")
@@ -497,7 +496,7 @@ def bench_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     s, t_bon = timed(lambda seed: pool_run(n, seed))
     tok = float(s.useful_tokens.sum())
-    led = pool_ledger(pol.cfg, s, ps, n)
+    led = F.pool_ledger(pol.cfg, s, ps, n)
     base = t_bon / tok
     rows.append({"section": "methods", "impl": "best_of_n", "policy": name, "N": n,
                  "s_per_token": base, "rel_to_bon": 1.0,

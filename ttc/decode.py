@@ -59,10 +59,8 @@ class SamplingParams:
         )
 
 
-def select_tokens(
-    key: PRNGKeyArray, logits: Float[Array, "B V"], sp: SamplingParams
-) -> Int[Array, " B"]:
-    """Samples one token per row with temperature, top-k and top-p applied (in that order)."""
+def _scaled_logits(logits: Float[Array, "B V"], sp: SamplingParams) -> Float[Array, "B V"]:
+    """Logits divided by the temperature, with top-k then top-p filtered to the float minimum."""
     logits = logits.astype(jnp.float32)
     v = logits.shape[-1]
     neg = jnp.finfo(jnp.float32).min
@@ -84,8 +82,24 @@ def select_tokens(
 
     # the sorts cost more than the rest of sampling: skip them (at run time) when unused
     use_filter = (sp.top_k > 0) | (sp.top_p < 1.0)
-    scaled = jax.lax.cond(use_filter, filtered, plain, logits)
-    sampled = jax.random.categorical(key, scaled, axis=-1)
+    return jax.lax.cond(use_filter, filtered, plain, logits)
+
+
+def select_tokens(
+    key: PRNGKeyArray, logits: Float[Array, "B V"], sp: SamplingParams
+) -> Int[Array, " B"]:
+    """Samples one token per row with temperature, top-k and top-p applied (in that order)."""
+    sampled = jax.random.categorical(key, _scaled_logits(logits, sp), axis=-1)
+    return jnp.where(sp.temperature <= 0, jnp.argmax(logits, axis=-1), sampled).astype(jnp.int32)
+
+
+def select_tokens_rows(
+    keys: PRNGKeyArray, logits: Float[Array, "B V"], sp: SamplingParams
+) -> Int[Array, " B"]:
+    """:func:`select_tokens` with one key per row (``keys`` is ``[B]``): a row's token depends on
+    its own key only, not on which other rows share the batch."""
+    scaled = _scaled_logits(logits, sp)
+    sampled = jax.vmap(lambda k, s: jax.random.categorical(k, s))(keys, scaled)
     return jnp.where(sp.temperature <= 0, jnp.argmax(logits, axis=-1), sampled).astype(jnp.int32)
 
 
@@ -229,29 +243,219 @@ def decode(
     return state
 
 
+def prefill_buckets(prompt_width: int, max_buckets: int = 4) -> tuple[int, ...]:
+    """The static padded prompt lengths :func:`_prefill_grouped` chooses among: at most
+    ``max_buckets`` evenly spaced lengths ending at the prompt width."""
+    step = max(1, -(-prompt_width // max_buckets))
+    return tuple(sorted(set(range(step, prompt_width, step)) | {prompt_width}))
+
+
+def _prefill_grouped(graphdef, params, prompts, prompt_len, *, group: int):
+    """Prefills ``P`` prompts in groups of ``group`` (traceable; ``P % group == 0``).
+
+    Each group runs at the smallest static length of :func:`prefill_buckets` that holds its
+    longest prompt (``lax.switch`` inside a ``lax.scan``: one compiled copy of every branch), and
+    attends over that many slots only. Callers sort prompts by length so that groups are
+    homogeneous.
+
+    Returns:
+        ``cache`` (per layer ``(k, v)`` of ``[P, H, Lp, Dh]``, zero past each group's length),
+        ``last`` (``[P, V]`` next-token logits after each prompt) and ``run_len`` (``[P]``, the
+        length each prompt was run at: it was charged ``run_len`` tokens attending over
+        ``run_len`` slots).
+    """
+    p, lp = prompts.shape
+    buckets = prefill_buckets(lp)
+    cfg = nnx.merge(graphdef, params).cfg
+
+    def branch(length):
+        def run(x):
+            toks, plen = x
+            model = nnx.merge(graphdef, params)
+            cache = init_cache(cfg, group, length)
+            out, cache = model(toks[:, :length], cache=cache,
+                               write_pos=jnp.zeros((group,), jnp.int32))
+            last = jnp.take_along_axis(out, (plen - 1)[:, None, None], axis=1)[:, 0]
+            pad = ((0, 0), (0, 0), (0, lp - length), (0, 0))
+            cache = jax.tree.map(lambda c: jnp.pad(c, pad), cache)
+            return cache, last.astype(jnp.float32)
+        return run
+
+    branches = [branch(b) for b in buckets]
+
+    def one_group(_, x):
+        toks, plen = x
+        which = jnp.searchsorted(jnp.asarray(buckets), jnp.max(plen))
+        which = jnp.minimum(which, len(buckets) - 1)
+        cache, last = jax.lax.switch(which, branches, (toks, plen))
+        return None, (cache, last, jnp.full((group,), jnp.asarray(buckets)[which]))
+
+    xs = (prompts.reshape(p // group, group, lp), prompt_len.reshape(p // group, group))
+    _, (cache, last, run_len) = jax.lax.scan(one_group, None, xs)
+    cache = jax.tree.map(lambda c: c.reshape(p, *c.shape[2:]), cache)
+    return cache, last.reshape(p, -1), run_len.reshape(p)
+
+
+@struct.dataclass
+class _Slots:
+    """The continuous-batching loop state: ``B`` slots, each holding one sample (or none)."""
+
+    tokens: Int[Array, "B T"]
+    length: Int[Array, " B"]
+    cache: Cache
+    logits: Float[Array, "B V"]
+    loglik: Float[Array, " B"]
+    done: Bool[Array, " B"]  # finished (EOS / full) or empty: not advanced
+    sid: Int[Array, " B"]  # queue index of the sample in the slot; -1: empty
+    useful_tokens: Int[Array, " B"]
+    useful_ctx: Float[Array, " B"]
+    row_steps: Int[Array, " B"]  # loop iterations computed for the sample in the slot
+    key: PRNGKeyArray  # [B] per-sample keys
+    next_q: Int[Array, ""]
+    idle_steps: Int[Array, ""]  # slot-iterations computed for empty slots
+    steps: Int[Array, ""]
+
+
 TRACE_COUNTS: collections.Counter = collections.Counter()
 """How many times each jitted entry point was traced (tests assert on it: no silent retraces)."""
 
 
 @functools.partial(
-    jax.jit, static_argnames=("graphdef", "task", "num_samples", "cache_len")
+    jax.jit, static_argnames=("graphdef", "task", "num_samples", "slots", "group")
 )
-def _generate_jit(graphdef, params, prompts, prompt_len, key, sp, *, task, num_samples, cache_len):
+def _generate_jit(graphdef, params, prompts, prompt_len, problem_id, n_valid, key, sp, *, task,
+                  num_samples, slots, group):
+    """Samples ``num_samples`` solutions for each of the first ``n_valid`` of ``P`` prompts with
+    ``slots`` decode rows (continuous batching; see :func:`generate_solutions`)."""
     TRACE_COUNTS["generate"] += 1
     tok = task.tokenizer
-    st = prefill(graphdef, params, prompts, prompt_len, key, num_samples=num_samples,
-                 cache_len=cache_len)
-    st = decode(graphdef, params, st, sp, stop_ids=(tok.EOS,), eos_id=tok.EOS, pad_id=tok.PAD)
-    answers = task.extract_answer(st.tokens, st.prompt_len)
-    return dict(
-        tokens=st.tokens,
-        length=st.length,
-        answers=answers,
-        loglik=st.logprob.sum(axis=1),
-        useful_tokens=st.useful_tokens,
-        useful_ctx=st.useful_ctx,
-        executed_steps=st.executed_steps,
+    n, b = num_samples, slots
+    p, lp = prompts.shape
+    t = task.max_prompt_len + task.max_solution_len
+    q_total, q_valid = p * n, n_valid * n
+    pcache, plast, run_len = _prefill_grouped(graphdef, params, prompts, prompt_len, group=group)
+    ptokens = jnp.zeros((p, t), jnp.int32).at[:, :lp].set(prompts)
+    rows = jnp.arange(b)
+
+    # one spare row (index q_total) takes the writes of slots that hold no sample
+    outs = dict(
+        tokens=jnp.full((q_total + 1, t), tok.PAD, jnp.int32),
+        length=jnp.zeros((q_total + 1,), jnp.int32),
+        loglik=jnp.zeros((q_total + 1,), jnp.float32),
+        useful_tokens=jnp.zeros((q_total + 1,), jnp.int32),
+        useful_ctx=jnp.zeros((q_total + 1,), jnp.float32),
+        row_steps=jnp.zeros((q_total + 1,), jnp.int32),
     )
+
+    def fill(st: _Slots, outs: dict):
+        """Writes out every finished sample and loads the next queued samples into its slot.
+
+        A loop over the slots to handle (its trip count is their number), with one small
+        ``dynamic_update_slice`` per array: XLA:CPU runs this ~2x faster than a fixed-size
+        scatter, and its cost follows the samples loaded, not the batch."""
+        need = st.done & ((st.sid >= 0) | (st.next_q < q_valid))
+        idx = jnp.nonzero(need, size=b, fill_value=0)[0]
+
+        def one(j, carry):
+            st, outs = carry
+            i = idx[j]
+            dst = jnp.where(st.sid[i] >= 0, st.sid[i], q_total)
+            outs = {name: jax.lax.dynamic_update_index_in_dim(
+                o, jax.lax.dynamic_index_in_dim(getattr(st, name), i, 0, False), dst, 0)
+                for name, o in outs.items()}
+            q = st.next_q
+            load = q < q_valid
+            prob = jnp.minimum(q, q_total - 1) // n
+
+            def row(a, v):  # a[i] = v if load
+                old = jax.lax.dynamic_index_in_dim(a, i, 0, False)
+                return jax.lax.dynamic_update_index_in_dim(a, jnp.where(load, v, old), i, 0)
+
+            def prompt_kv(c, pc):
+                old = jax.lax.dynamic_slice_in_dim(c, i, 1, 0)[:, :, :lp]
+                new = jax.lax.dynamic_slice_in_dim(pc, prob, 1, 0)
+                return jax.lax.dynamic_update_slice(c, jnp.where(load, new, old), (i, 0, 0, 0))
+
+            zero = jnp.zeros((), jnp.int32)
+            st = st.replace(
+                tokens=row(st.tokens, ptokens[prob]),
+                length=row(st.length, prompt_len[prob]),
+                cache=jax.tree.map(prompt_kv, st.cache, pcache),
+                logits=row(st.logits, plast[prob]),
+                loglik=row(st.loglik, jnp.zeros((), jnp.float32)),
+                done=st.done.at[i].set(~load | (prompt_len[prob] >= t)),  # full: no slot
+                sid=st.sid.at[i].set(jnp.where(load, q, -1)),
+                useful_tokens=row(st.useful_tokens, zero),
+                useful_ctx=row(st.useful_ctx, jnp.zeros((), jnp.float32)),
+                row_steps=row(st.row_steps, zero),
+                key=row(st.key, jax.random.fold_in(key, problem_id[prob] * n + q % n)),
+                next_q=q + load.astype(jnp.int32),
+            )
+            return st, outs
+
+        return jax.lax.fori_loop(0, need.sum(), one, (st, outs))
+
+    def step(st: _Slots) -> _Slots:
+        active = ~st.done
+        keys = jax.vmap(jax.random.split)(st.key)
+        nxt = jnp.where(active, select_tokens_rows(keys[:, 1], st.logits, sp), tok.PAD)
+        logp = jax.nn.log_softmax(st.logits.astype(jnp.float32))
+        lp_tok = jnp.take_along_axis(logp, nxt[:, None], 1)[:, 0]
+        pos = jnp.minimum(st.length, t - 1)
+        tokens = st.tokens.at[rows, pos].set(jnp.where(active, nxt, st.tokens[rows, pos]))
+        out, cache = _apply(graphdef, params, nxt[:, None], pos, st.cache)
+        length = st.length + active.astype(jnp.int32)
+        occupied = st.sid >= 0
+        return st.replace(
+            tokens=tokens,
+            length=length,
+            cache=cache,
+            logits=jnp.where(active[:, None], out[:, 0], st.logits),
+            loglik=st.loglik + jnp.where(active, lp_tok, 0.0),
+            done=st.done | (active & (nxt == tok.EOS)) | (length >= t),
+            useful_tokens=st.useful_tokens + active.astype(jnp.int32),
+            useful_ctx=st.useful_ctx + jnp.where(active, pos + 1, 0).astype(jnp.float32),
+            row_steps=st.row_steps + occupied.astype(jnp.int32),
+            key=keys[:, 0],
+            idle_steps=st.idle_steps + (~occupied).sum(),
+            steps=st.steps + 1,
+        )
+
+    model_cfg = nnx.merge(graphdef, params).cfg
+    st = _Slots(
+        tokens=jnp.zeros((b, t), jnp.int32),
+        length=jnp.zeros((b,), jnp.int32),
+        cache=init_cache(model_cfg, b, t),
+        logits=jnp.zeros((b, plast.shape[-1]), jnp.float32),
+        loglik=jnp.zeros((b,), jnp.float32),
+        done=jnp.ones((b,), bool),
+        sid=jnp.full((b,), -1, jnp.int32),
+        useful_tokens=jnp.zeros((b,), jnp.int32),
+        useful_ctx=jnp.zeros((b,), jnp.float32),
+        row_steps=jnp.zeros((b,), jnp.int32),
+        key=jax.random.split(key, b),
+        next_q=jnp.zeros((), jnp.int32),
+        idle_steps=jnp.zeros((), jnp.int32),
+        steps=jnp.zeros((), jnp.int32),
+    )
+    st, outs = fill(st, outs)
+
+    def cond(carry):
+        st, _ = carry
+        return jnp.any(~st.done) | (st.next_q < q_valid)
+
+    def body(carry):
+        st, outs = carry
+        return fill(step(st), outs)
+
+    st, outs = jax.lax.while_loop(cond, body, (st, outs))
+    _, outs = fill(st, outs)  # flush every remaining sample
+    outs = {name: o[:q_total] for name, o in outs.items()}
+    outs["answers"] = task.extract_answer(outs["tokens"], jnp.repeat(prompt_len, n))
+    outs["prefill_run_len"] = run_len
+    outs["idle_steps"] = st.idle_steps
+    outs["steps"] = st.steps
+    return outs
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -265,9 +469,14 @@ class Samples:
         loglik: ``[P, N]`` sum of the policy's log-probs of the generated tokens.
         useful_tokens: ``[P, N]`` generated tokens.
         useful_ctx: ``[P, N]`` sum over generated tokens of their context length (FLOP ledger).
-        executed_row_steps: ``[P, N]`` loop iterations the batch ran, charged to every row
-            (each iteration computes every row at the full cache length).
+        executed_row_steps: ``[P, N]`` decode-loop row-iterations charged to each sample; each
+            computes one token attending over all ``cache_len`` slots. They sum to the loop
+            iterations times the decode rows (slots), empty slots included.
         cache_len: ``T``.
+        prefill_tokens: ``[P]`` prefill token-rows charged to each problem, or ``None`` (pools
+            saved before this field: the prompt width at ``cache_len``, see
+            :func:`ttc.flops.pool_ledger`).
+        prefill_ctx: ``[P]`` sum over those token-rows of the slots they attended over.
     """
 
     tokens: np.ndarray
@@ -278,6 +487,15 @@ class Samples:
     useful_ctx: np.ndarray
     executed_row_steps: np.ndarray
     cache_len: int
+    prefill_tokens: np.ndarray | None = None
+    prefill_ctx: np.ndarray | None = None
+
+
+def _spread(total: int, n: int) -> np.ndarray:
+    """``total`` split into ``n`` integers that differ by at most one."""
+    out = np.full(n, total // n, np.int64)
+    out[: total % n] += 1
+    return out
 
 
 def generate_solutions(
@@ -291,32 +509,82 @@ def generate_solutions(
     sampling: SamplingParams,
     key: PRNGKeyArray,
     max_rows: int = 4096,
+    slots: int = 1024,
+    queue_rows: int | None = None,
     progress: bool = False,
 ) -> Samples:
-    """Samples ``num_samples`` complete solutions per prompt, ``max_rows`` rows per jit call.
+    """Samples ``num_samples`` complete solutions per prompt by continuous batching.
 
-    Problems are processed in fixed-size chunks (the last one padded by repeating its first
-    problem, results dropped) so one compilation serves every chunk of a given ``num_samples``.
+    One jitted loop keeps up to ``min(slots, max_rows)`` decode rows busy (fewer, down to 64,
+    when a call has under 8 samples per row to run; small batches are as fast per token on this
+    CPU): when a row's sample ends (``EOS`` or a full cache) its result is written out and the
+    next queued sample takes the row, starting from its prompt's prefilled cache (each prompt is
+    prefilled once). So rows
+    that finished early do not idle until the longest sample of a batch ends; only the drain at
+    the end of each call (rows whose sample ended while the queue is empty) computes rows that
+    produce no token.
+
+    Problems are queued longest prompt first (solution length grows with the prompt on the
+    arithmetic task, so the drain runs the shortest samples) and processed up to ``queue_rows``
+    sample rows (default ``16 * min(slots, max_rows)``) per call, in fixed-size chunks of
+    problems (the last one padded; padded problems are prefilled but never decoded, their
+    prefill is charged to the chunk's problems). One compilation serves every chunk of a given
+    ``num_samples`` and problem count (problem sets under 256 rows share one shape). Outputs are
+    in the caller's problem order.
+
+    Each sample draws from its own key, ``fold_in(key, problem * num_samples + i)`` for the
+    caller's problem index, split once per token. Its tokens therefore do not depend on
+    ``max_rows``, ``slots``, ``queue_rows`` or which problems are sampled alongside it, and
+    the distribution is the one of :func:`decode` (same token selection, same logits).
     """
-    p = prompts.shape[0]
-    per_chunk = max(1, min(p, max_rows // num_samples))
-    cache_len = task.max_prompt_len + task.max_solution_len
-    outs = []
+    p, lp = prompts.shape
+    n = num_samples
+    cap = max(1, min(slots, max_rows))
+    queue_rows = 16 * cap if queue_rows is None else queue_rows
+    # problems per call: all of them up to the queue size, but never fewer than 256 rows' worth
+    # (so that small problem sets share one shape), a multiple of the prefill group
+    per_chunk = max(1, min(queue_rows // n, max(p, min(queue_rows, 256) // n)))
+    group = min(per_chunk, 8)
+    per_chunk = -(-per_chunk // group) * group
+    # at least ~8 waves of samples per slot (the drain is then a small part), 64 slots or more
+    b = min(cap, per_chunk * n, max(64, -(-per_chunk * n // 8)))
+    order = np.argsort(-np.asarray(prompt_len), kind="stable")
+    t = task.max_prompt_len + task.max_solution_len
+    if t < lp:
+        raise ValueError(f"cache_len={t} is shorter than the prompts ({lp})")
+    fields = ("tokens", "length", "answers", "loglik", "useful_tokens", "useful_ctx",
+              "row_steps")
+    res = {f: np.zeros((p, n, t) if f == "tokens" else (p, n),
+                       np.float64 if f in ("loglik", "useful_ctx") else np.int64)
+           for f in fields}
+    res["loglik"] = res["loglik"].astype(np.float32)
+    res["useful_ctx"] = res["useful_ctx"].astype(np.float32)
+    res["tokens"] = res["tokens"].astype(np.int32)
+    pre_tok = np.zeros(p, np.int64)
+    pre_ctx = np.zeros(p, np.float64)
     starts = range(0, p, per_chunk)
-    it = tqdm(starts, desc=f"sample N={num_samples}", leave=False) if progress else starts
+    it = tqdm(starts, desc=f"sample N={n}", leave=False) if progress else starts
     for start in it:
-        idx = np.arange(start, start + per_chunk)
-        idx = np.where(idx < p, idx, start)
-        key, sub = jax.random.split(key)
+        ids = order[start:start + per_chunk]
+        nv = len(ids)
+        idx = np.concatenate([ids, np.full(per_chunk - nv, ids[-1])])
         o = _generate_jit(
-            graphdef, params, jnp.asarray(prompts[idx]), jnp.asarray(prompt_len[idx]), sub,
-            sampling, task=task, num_samples=num_samples, cache_len=cache_len,
+            graphdef, params, jnp.asarray(prompts[idx]), jnp.asarray(prompt_len[idx]),
+            jnp.asarray(idx, jnp.int32), jnp.asarray(nv, jnp.int32), key, sampling,
+            task=task, num_samples=n, slots=b, group=group,
         )
         o = jax.device_get(o)
-        n_valid = min(per_chunk, p - start)
-        steps = int(o.pop("executed_steps"))
-        o = {k: v.reshape(per_chunk, num_samples, *v.shape[1:])[:n_valid] for k, v in o.items()}
-        o["executed_row_steps"] = np.full((n_valid, num_samples), steps, np.int64)
-        outs.append(o)
-    cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-    return Samples(cache_len=cache_len, **cat)
+        for f in fields:
+            v = o[f]
+            res[f][ids] = v.reshape(per_chunk, n, *v.shape[1:])[:nv]
+        # every computed slot-iteration is charged: empty slots' to the chunk's samples
+        res["row_steps"][ids] += _spread(int(o["idle_steps"]), nv * n).reshape(nv, n)
+        # prefill: each problem its run length; padded problems' share spread over the chunk
+        run = o["prefill_run_len"].astype(np.int64)
+        pad_tok, pad_ctx = int(run[nv:].sum()), float((run[nv:] ** 2).sum())
+        pre_tok[ids] = run[:nv] + _spread(pad_tok, nv)
+        pre_ctx[ids] = run[:nv] ** 2 + pad_ctx / nv
+    return Samples(tokens=res["tokens"], length=res["length"], answers=res["answers"],
+                   loglik=res["loglik"], useful_tokens=res["useful_tokens"],
+                   useful_ctx=res["useful_ctx"], executed_row_steps=res["row_steps"],
+                   cache_len=t, prefill_tokens=pre_tok, prefill_ctx=pre_ctx)

@@ -269,7 +269,7 @@ def evaluate(
             for m, b, key in pool_cells:
                 t1 = time.time()
                 sample_time = pool_time
-                led = pool.pool_ledger(policy.cfg, samples, problems, b)
+                led = F.pool_ledger(policy.cfg, samples, problems, b)
                 if m.reward is None:
                     per = pool.per_problem_correct(
                         m.name, samples, problems, b, key=jax.random.key(seed + 7919 * b),

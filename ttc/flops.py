@@ -6,8 +6,9 @@ A forward pass of one token that attends to ``c`` positions costs
 decode, reward-model scoring, lookahead rollouts) and in two totals:
 
 * **useful**: tokens that belong to a sample, each at its own context length;
-* **executed**: what the batched loop computed: every row (finished or padding included) at every
-  loop iteration, attending over the whole cache.
+* **executed**: what the batched loop computed: every row (finished, empty or padding included)
+  at every loop iteration, attending over the whole cache; a prefill run at a shorter static
+  length (``ttc.decode.prefill_buckets``) is charged that length.
 
 XLA's ``cost_analysis()`` counts a loop body once; tests use it only to cross-check one step.
 """
@@ -32,15 +33,41 @@ def prefill_executed(cfg: TransformerConfig, padded_len: int, cache_len: int) ->
     return float(padded_len * cfg.flops_per_token(cache_len))
 
 
-def decode_useful(cfg: TransformerConfig, tokens, ctx_sum) -> np.ndarray:
-    """Useful FLOPs of ``tokens`` generated tokens whose context lengths sum to ``ctx_sum``."""
+def forward_flops(cfg: TransformerConfig, tokens, ctx_sum) -> np.ndarray:
+    """FLOPs of ``tokens`` token-rows whose attention lengths sum to ``ctx_sum``."""
     return (2.0 * cfg.matmul_params * np.asarray(tokens, np.float64)
             + 4.0 * cfg.n_layers * cfg.d_model * np.asarray(ctx_sum, np.float64))
+
+
+def decode_useful(cfg: TransformerConfig, tokens, ctx_sum) -> np.ndarray:
+    """Useful FLOPs of ``tokens`` generated tokens whose context lengths sum to ``ctx_sum``."""
+    return forward_flops(cfg, tokens, ctx_sum)
 
 
 def decode_executed(cfg: TransformerConfig, row_steps, cache_len: int) -> np.ndarray:
     """Executed FLOPs of ``row_steps`` row-iterations of a decode loop over a full cache."""
     return np.asarray(row_steps, np.float64) * cfg.flops_per_token(cache_len)
+
+
+def pool_ledger(cfg: TransformerConfig, samples, problems, k: int) -> Ledger:
+    """Per-problem mean FLOPs of a size-``k`` subset of a pool (a ``ttc.decode.Samples``).
+
+    The prefill is charged once per problem: useful at the prompt's own length; executed as
+    recorded by the sampler (``prefill_tokens`` token-rows over ``prefill_ctx`` slots), or, for
+    pools saved without those counters, the padded prompt width over the whole cache. Decode:
+    ``k`` times the mean per sample; executed is every loop row-iteration charged to the
+    problem's samples (``executed_row_steps``), each over all ``cache_len`` slots.
+    """
+    led = Ledger()
+    if getattr(samples, "prefill_tokens", None) is None:
+        pre_e = prefill_executed(cfg, problems.prompts.shape[1], samples.cache_len)
+    else:
+        pre_e = forward_flops(cfg, samples.prefill_tokens, samples.prefill_ctx).mean()
+    led.add("policy_prefill", prefill_useful(cfg, problems.prompt_len).mean(), pre_e)
+    dec_u = decode_useful(cfg, samples.useful_tokens, samples.useful_ctx).mean(axis=1)
+    dec_e = decode_executed(cfg, samples.executed_row_steps, samples.cache_len).mean(axis=1)
+    led.add("policy_decode", k * dec_u.mean(), k * dec_e.mean())
+    return led
 
 
 @dataclasses.dataclass
