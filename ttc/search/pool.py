@@ -9,8 +9,8 @@ size-``k`` subsets of the pool, estimated without bias:
 * majority vote: Monte-Carlo over ``subsets`` random subsets, in one jit per ``k``
   (exact when ``k == n``).
 
-FLOPs at budget ``k`` charge the shared-prompt prefill once plus ``k`` times the pool's mean
-per-sample decode cost (useful and executed), so they grow linearly in ``k``.
+FLOPs at budget ``k`` (:func:`ttc.flops.pool_ledger`) charge the shared-prompt prefill once plus
+``k`` times the pool's mean per-sample decode cost (useful and executed): linear in ``k``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttc import flops as F
 from ttc.decode import TRACE_COUNTS, Samples
 from ttc.metrics import expected_best_of_k, pass_at_k
-from ttc.models.transformer import TransformerConfig
 from ttc.search.aggregate import majority_vote
 from ttc.tasks.base import INVALID_ANSWER, ProblemSet
 
@@ -77,15 +75,3 @@ def per_problem_correct(
         key = jax.random.key(0) if key is None else key
         return weighted_majority_at_k(ans, None, gold, k, key=key, subsets=subsets)
     raise ValueError(f"unknown pool method {method!r}; choose from {POOL_METHODS}")
-
-
-def pool_ledger(cfg: TransformerConfig, samples: Samples, problems: ProblemSet, k: int) -> F.Ledger:
-    """Per-problem mean FLOPs of a size-``k`` subset of the pool (prefill charged once)."""
-    led = F.Ledger()
-    lp_pad = problems.prompts.shape[1]
-    led.add("policy_prefill", F.prefill_useful(cfg, problems.prompt_len).mean(),
-            F.prefill_executed(cfg, lp_pad, samples.cache_len))
-    dec_u = F.decode_useful(cfg, samples.useful_tokens, samples.useful_ctx).mean(axis=1)
-    dec_e = F.decode_executed(cfg, samples.executed_row_steps, samples.cache_len).mean(axis=1)
-    led.add("policy_decode", k * dec_u.mean(), k * dec_e.mean())
-    return led
