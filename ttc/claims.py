@@ -39,6 +39,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ttc import scaling as S
+from ttc.metrics import bootstrap_ci
 
 SEARCH = ("beam", "dvts", "lookahead", "particle")
 
@@ -206,13 +207,17 @@ def check_compute_optimal(cs: dict[str, Curve], *, baseline: str, candidates: li
     """
     budgets, sub, res = _compute_optimal(cs, baseline, candidates, bins)
     base = sub[baseline]
-    rows = []
+    rows, significant = [], []
     for i, b in enumerate(budgets):
+        # paired bootstrap over problems of the accuracy gain at equal budget
+        lo, hi = bootstrap_ci(res.per_problem_accuracy[i] - base.per_problem[i], seed=i)
+        significant.append(lo > 0)
         rows.append([int(b), _fmt(base.acc[i]), f"{base.flops[i] / 1e6:.2f}",
                      _fmt(res.accuracy[i]), f"{res.flops[i] / 1e6:.2f}",
+                     f"{res.accuracy[i] - base.acc[i]:+.3f} [{lo:+.3f}, {hi:+.3f}]",
                      _fmt(res.multiplier[i], 2)])
     table = _table(["N", f"{baseline} acc", "MFLOP", "compute-optimal acc", "MFLOP",
-                    "FLOPs multiplier"], rows)
+                    "gain [paired 95% CI]", "FLOPs multiplier"], rows)
     m = res.multiplier
     best = np.nanmax(np.where(np.isinf(m), np.nan, m)) if np.isfinite(m).any() else np.nan
     never = np.isinf(m)
@@ -222,8 +227,10 @@ def check_compute_optimal(cs: dict[str, Curve], *, baseline: str, candidates: li
                f"multiplier {_fmt(best, 2)}x"
                + (f", and at N={budgets[never].tolist()} {baseline} never reaches the "
                   f"compute-optimal accuracy" if never.any() else "")
-               + f"; accuracy gain at equal budget {_fmt(gain.min())} to {_fmt(gain.max())} "
-               f"(paper: >{threshold:g}x).")
+               + f"; accuracy gain at equal budget {_fmt(gain.min())} to {_fmt(gain.max())}, "
+               f"{'significant' if any(significant) else 'not significant'} at 95% by a paired "
+               f"bootstrap at {sum(significant)} of {len(budgets)} budgets (paper: "
+               f">{threshold:g}x).")
     series = [(c.label, c.flops, c.acc, "-o" if c.label == baseline else "--.")
               for c in sub.values()]
     series.append(("compute-optimal (2-fold CV)", res.flops, res.accuracy, "k-s"))
@@ -351,7 +358,8 @@ def check_particle_filtering(cs: dict[str, Curve], *, pairs: list[tuple[str, lis
             series.append((o.label, o.flops, o.acc, "--."))
         held_any |= bool(meds and min(meds) >= threshold)
         notes.append(f"{pf}: median multiplier " + ", ".join(
-            f"{_fmt(v, 1)}x vs {o}" for v, o in zip(meds, others, strict=True)))
+            (f"{v:.1f}x" if np.isfinite(v) else "unreached") + f" vs {o}"
+            for v, o in zip(meds, others, strict=True)))
     table = _table(["particle filter", "vs", "PF acc per N", "search acc per N",
                     "FLOPs multiplier per PF point", "median"], rows)
     _plot(figure, series, xlabel="useful FLOPs per problem",
