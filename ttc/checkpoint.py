@@ -81,6 +81,40 @@ def load(directory: str | os.PathLike) -> LoadedModel:
     return LoadedModel(cfg=cfg, graphdef=graphdef, params=params, meta=meta)
 
 
+def save_snapshot(path: str | os.PathLike, trees: dict[str, Any], meta: dict) -> None:
+    """Atomically writes pytrees (as their flattened leaves) and a JSON ``meta`` to ``path``
+    (one ``.npz`` file): the periodic resume point of a training loop."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{name}/{i}": np.asarray(x)
+              for name, tree in trees.items() for i, x in enumerate(jax.tree.leaves(tree))}
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta, default=_json_default).encode(), np.uint8)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_snapshot(path: str | os.PathLike, like: dict[str, Any]) -> tuple[dict, dict] | None:
+    """Reads a :func:`save_snapshot` file into the structures of ``like`` (same names, same
+    tree structure); ``None`` if there is no snapshot or it does not match."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        meta = json.loads(bytes(z["__meta__"]).decode())
+        out = {}
+        for name, tree in like.items():
+            leaves, treedef = jax.tree.flatten(tree)
+            try:
+                new = [z[f"{name}/{i}"] for i in range(len(leaves))]
+            except KeyError:
+                return None
+            if any(np.shape(a) != np.shape(b) for a, b in zip(new, leaves, strict=True)):
+                return None
+            out[name] = jax.tree.unflatten(treedef, [jax.numpy.asarray(a) for a in new])
+    return out, meta
+
+
 def _json_default(o: Any):
     if isinstance(o, np.generic):
         return o.item()

@@ -136,6 +136,11 @@ def train_policy(
 ) -> LoadedModel:
     """Trains a policy by SFT and (optionally) saves it to ``out_dir`` with its config.
 
+    With ``out_dir``, a resume snapshot (parameters, optimiser state, data-order RNG, history) is
+    written atomically to ``<out_dir>.resume.npz`` at every evaluation; an interrupted run
+    started again with the same configs continues from it exactly (same batches, same result)
+    and the snapshot is removed once the checkpoint is saved.
+
     Returns the trained model; its ``meta['train']`` records steps, loss and validation accuracy.
     """
     width = task.max_prompt_len + task.max_solution_len
@@ -153,8 +158,21 @@ def train_policy(
     history = []
     t0 = time.time()
     acc, loss = float("nan"), float("nan")
-    bar = tqdm(range(1, cfg.steps + 1), desc="train policy", disable=not progress)
-    step = 0
+    start = 1
+    snap = None if out_dir is None else Path(str(out_dir) + ".resume.npz")
+    resumed = None if snap is None else checkpoint.load_snapshot(
+        snap, {"params": params, "opt_state": opt_state})
+    if resumed is not None:
+        trees, rmeta = resumed
+        if rmeta.get("cfg") == dataclasses.asdict(cfg):
+            params, opt_state = trees["params"], trees["opt_state"]
+            rng.bit_generator.state = rmeta["rng"]
+            history, start = rmeta["history"], rmeta["step"] + 1
+            acc = history[-1]["val_accuracy"] if history else acc
+            log.info("resuming policy training from %s at step %d", snap, start)
+    bar = tqdm(range(start, cfg.steps + 1), desc="train policy", disable=not progress,
+               initial=start - 1, total=cfg.steps)
+    step = start - 1
     for step in bar:
         probs = task.problems(cfg.batch_size, seed=int(rng.integers(2**31)), split="train")
         tokens, mask = sequences(task, probs, width)
@@ -172,6 +190,11 @@ def train_policy(
             log.info("policy step %d loss %.4f val single-sample accuracy %.3f", step, loss, acc)
             if acc >= cfg.stop_accuracy and step >= cfg.min_steps:
                 break
+            if snap is not None:
+                checkpoint.save_snapshot(
+                    snap, {"params": params, "opt_state": opt_state},
+                    {"step": step, "rng": rng.bit_generator.state, "history": history,
+                     "cfg": dataclasses.asdict(cfg)})
     meta = {
         "task": dataclasses.asdict(task) if dataclasses.is_dataclass(task) else {"name": task.name},
         "train": {**dataclasses.asdict(cfg), "steps_run": step, "val_accuracy": acc,
@@ -181,6 +204,8 @@ def train_policy(
     if out_dir is not None:
         checkpoint.save(out_dir, model)
         log.info("saved policy to %s", out_dir)
+        if snap is not None:
+            snap.unlink(missing_ok=True)
     return model
 
 
