@@ -33,12 +33,18 @@ POOL_METHODS = ("single", "majority", "bon_loglik", "coverage")
 def _majority_subsets(key, answers, weights, gold, *, k: int, subsets: int):
     TRACE_COUNTS["majority_subsets"] += 1
     p, n = answers.shape
-    u = jax.random.uniform(key, (p, subsets, n))
-    pick = jnp.argsort(u, axis=-1)[..., :k]  # [P, S, k] uniformly random k-subsets
-    sub = jnp.take_along_axis(answers[:, None, :], pick, axis=-1)
-    w = jnp.take_along_axis(weights[:, None, :], pick, axis=-1)
-    chosen = majority_vote(sub, w)
-    return jnp.mean((chosen == gold[:, None]).astype(jnp.float32), axis=1)
+    keys = jax.random.split(key, p)
+
+    def one(x):
+        key, a, w, g = x
+        pick = jnp.argsort(jax.random.uniform(key, (subsets, n)), axis=-1)[:, :k]  # [S, k]
+        chosen = majority_vote(a[pick], w[pick])
+        return jnp.mean((chosen == g).astype(jnp.float32))
+
+    # the vote compares every pair of a subset ([S, k, k] per problem): problems in batches
+    # that keep that under ~256 MiB, so a 1024-sample pool fits in memory
+    batch = max(1, min(p, (1 << 26) // (subsets * k * k)))
+    return jax.lax.map(one, (keys, answers, weights, gold), batch_size=batch)
 
 
 def weighted_majority_at_k(answers, weights, gold, k: int, *, key, subsets: int) -> np.ndarray:
