@@ -15,13 +15,19 @@ and for Monte-Carlo label audits).
 from __future__ import annotations
 
 import dataclasses
-import zlib
 
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Int
 
-from ttc.tasks.base import INVALID_ANSWER, ProblemSet, Tokenizer, gold_prefix_match, pad_to
+from ttc.tasks.base import (
+    INVALID_ANSWER,
+    Drawn,
+    ProblemSet,
+    Tokenizer,
+    draw_problems,
+    gold_prefix_match,
+)
 
 _OPS = "+-*"
 
@@ -93,10 +99,6 @@ class ArithmeticTask:
         return 4 * self._digits + 4
 
     # ---- problems ---------------------------------------------------------------------------
-    def _split_of(self, prompt: str) -> str:
-        h = zlib.crc32(prompt.encode()) / 2**32
-        return "test" if h < self.test_fraction else "train"
-
     def _solve(self, nums: list[int], ops: list[str]) -> tuple[str, int]:
         x, steps = nums[0], []
         for op, y in zip(ops, nums[1:], strict=True):
@@ -105,43 +107,17 @@ class ArithmeticTask:
             x = z
         return ";".join(steps) + f">{x}", x
 
+    def _draw(self, rng: np.random.Generator) -> Drawn:
+        k = int(rng.integers(self.min_ops, self.max_ops + 1))
+        nums = rng.integers(0, self.modulus, size=k + 1).tolist()
+        ops = [_OPS[i] for i in rng.integers(0, len(_OPS), size=k)]
+        prompt = "".join(f"{a}{o}" for a, o in zip(nums, [*ops, "="], strict=True))
+        sol, ans = self._solve(nums, ops)
+        return Drawn(key=prompt, prompt=prompt, solution=sol, answer=ans, difficulty=k)
+
     def problems(self, n: int, *, seed: int, split: str) -> ProblemSet:
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        if n < 1:
-            raise ValueError(f"need n >= 1 problems, got {n}")
-        rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-        tok = self.tokenizer
-        seen: set[str] = set()
-        texts, prompts, golds, answers, diff = [], [], [], [], []
-        tries = 0
-        while len(texts) < n:
-            tries += 1
-            if tries > 200 * n + 10_000:
-                raise ValueError(
-                    f"could not draw {n} distinct {split} problems; widen the ops range or modulus"
-                )
-            k = int(rng.integers(self.min_ops, self.max_ops + 1))
-            nums = rng.integers(0, self.modulus, size=k + 1).tolist()
-            ops = [_OPS[i] for i in rng.integers(0, len(_OPS), size=k)]
-            prompt = "".join(f"{a}{o}" for a, o in zip(nums, [*ops, "="], strict=True))
-            if prompt in seen or self._split_of(prompt) != split:
-                continue
-            seen.add(prompt)
-            sol, ans = self._solve(nums, ops)
-            texts.append(prompt)
-            prompts.append([tok.BOS, *tok.encode(prompt)])
-            golds.append([*tok.encode(sol), tok.EOS])
-            answers.append(ans)
-            diff.append(k)
-        return ProblemSet(
-            prompts=pad_to(prompts, self.max_prompt_len, tok.PAD),
-            prompt_len=np.array([len(p) for p in prompts], np.int32),
-            answers=np.array(answers, np.int32),
-            difficulty=np.array(diff, np.int32),
-            gold=pad_to(golds, self.max_solution_len + 1, tok.PAD),
-            texts=tuple(texts),
-        )
+        return draw_problems(self, n, seed=seed, split=split, test_fraction=self.test_fraction,
+                             draw=self._draw, widen="the ops range or modulus")
 
     # ---- verification -------------------------------------------------------------------
     def extract_answer(

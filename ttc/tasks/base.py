@@ -16,6 +16,8 @@ Conventions (shared by every task):
 from __future__ import annotations
 
 import dataclasses
+import zlib
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import jax.numpy as jnp
@@ -151,6 +153,58 @@ def answer_is_valid(answers: Int[Array, ...]) -> Bool[Array, ...]:
     return answers != INVALID_ANSWER
 
 
+@dataclasses.dataclass(frozen=True)
+class Drawn:
+    """One random problem, as a task's ``draw`` returns it (see :func:`draw_problems`).
+
+    ``key`` identifies the problem up to presentation (e.g. edge order): it decides the split
+    and de-duplicates, so a test problem never reappears in training in another guise."""
+
+    key: str
+    prompt: str
+    solution: str
+    answer: int
+    difficulty: int
+
+
+def draw_problems(task: Task, n: int, *, seed: int, split: str, test_fraction: float,
+                  draw: Callable[[np.random.Generator], Drawn], widen: str) -> ProblemSet:
+    """``n`` distinct problems of ``split`` from ``draw``, deterministic in ``seed``.
+
+    The split of a problem is a stable hash of its ``key`` (``crc32 < test_fraction`` is test),
+    so train and test are disjoint whatever the seeds. ``widen`` names the settings to widen
+    when the space runs out of distinct problems."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if n < 1:
+        raise ValueError(f"need n >= 1 problems, got {n}")
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    tok = task.tokenizer
+    seen: set[str] = set()
+    out: list[Drawn] = []
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 200 * n + 10_000:
+            raise ValueError(f"could not draw {n} distinct {split} problems; widen {widen}")
+        d = draw(rng)
+        in_test = zlib.crc32(d.key.encode()) / 2**32 < test_fraction
+        if d.key in seen or ("test" if in_test else "train") != split:
+            continue
+        seen.add(d.key)
+        out.append(d)
+    prompts = [[tok.BOS, *tok.encode(d.prompt)] for d in out]
+    return ProblemSet(
+        prompts=pad_to(prompts, task.max_prompt_len, tok.PAD),
+        prompt_len=np.array([len(p) for p in prompts], np.int32),
+        answers=np.array([d.answer for d in out], np.int32),
+        difficulty=np.array([d.difficulty for d in out], np.int32),
+        gold=pad_to([[*tok.encode(d.solution), tok.EOS] for d in out],
+                    task.max_solution_len + 1, tok.PAD),
+        texts=tuple(d.prompt for d in out),
+    )
+
+
 def gold_prefix_match(
     tokens: Int[Array, "B T"],
     prompt_len: Int[Array, " B"],
@@ -180,6 +234,6 @@ def pad_to(rows: list[list[int]], width: int, pad: int = 0) -> np.ndarray:
 
 
 __all__ = [
-    "INVALID_ANSWER", "ProblemSet", "Task", "Tokenizer", "answer_is_valid", "gold_prefix_match",
-    "pad_to",
+    "INVALID_ANSWER", "Drawn", "ProblemSet", "Task", "Tokenizer", "answer_is_valid",
+    "draw_problems", "gold_prefix_match", "pad_to",
 ]

@@ -39,13 +39,19 @@ from __future__ import annotations
 
 import dataclasses
 import string
-import zlib
 
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Int
 
-from ttc.tasks.base import INVALID_ANSWER, ProblemSet, Tokenizer, gold_prefix_match, pad_to
+from ttc.tasks.base import (
+    INVALID_ANSWER,
+    Drawn,
+    ProblemSet,
+    Tokenizer,
+    draw_problems,
+    gold_prefix_match,
+)
 
 _NODES = string.ascii_lowercase  # node names; node i is _NODES[i] and has answer id i
 _EDGE_SEP, _QUERY, _END_PROMPT = ",", "|", "="
@@ -127,10 +133,6 @@ class GraphWalkTask:
         return 5
 
     # ---- problems ---------------------------------------------------------------------------
-    def _split_of(self, key: str) -> str:
-        h = zlib.crc32(key.encode()) / 2**32
-        return "test" if h < self.test_fraction else "train"
-
     @staticmethod
     def _walk(succ: list[int], start: int, hops: int) -> tuple[str, int]:
         """Reference solution text and answer id of a walk (``succ[i]`` is node i's successor)."""
@@ -145,48 +147,21 @@ class GraphWalkTask:
         edges = _EDGE_SEP.join(_NODES[i] + _NODES[succ[i]] for i in order)
         return f"{edges}{_QUERY}{_NODES[start]}{hops}{_END_PROMPT}"
 
-    def problems(self, n: int, *, seed: int, split: str) -> ProblemSet:
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        if n < 1:
-            raise ValueError(f"need n >= 1 problems, got {n}")
-        rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-        tok = self.tokenizer
+    def _draw(self, rng: np.random.Generator) -> Drawn:
         m = self.num_nodes
-        seen: set[str] = set()
-        texts, prompts, golds, answers, diff = [], [], [], [], []
-        tries = 0
-        while len(texts) < n:
-            tries += 1
-            if tries > 200 * n + 10_000:
-                raise ValueError(
-                    f"could not draw {n} distinct {split} problems; widen the hops range or "
-                    f"num_nodes"
-                )
-            k = int(rng.integers(self.min_hops, self.max_hops + 1))
-            # successor of i uniform over the other nodes: shift i by 1..m-1 (no self-loops)
-            succ = ((np.arange(m) + rng.integers(1, m, size=m)) % m).tolist()
-            start = int(rng.integers(m))
-            order = rng.permutation(m).tolist() if self.shuffle_edges else list(range(m))
-            key = "".join(_NODES[s] for s in succ) + f"{_QUERY}{_NODES[start]}{k}"  # canonical
-            if key in seen or self._split_of(key) != split:
-                continue
-            seen.add(key)
-            prompt = self._prompt(succ, order, start, k)
-            sol, ans = self._walk(succ, start, k)
-            texts.append(prompt)
-            prompts.append([tok.BOS, *tok.encode(prompt)])
-            golds.append([*tok.encode(sol), tok.EOS])
-            answers.append(ans)
-            diff.append(k)
-        return ProblemSet(
-            prompts=pad_to(prompts, self.max_prompt_len, tok.PAD),
-            prompt_len=np.array([len(p) for p in prompts], np.int32),
-            answers=np.array(answers, np.int32),
-            difficulty=np.array(diff, np.int32),
-            gold=pad_to(golds, self.max_solution_len + 1, tok.PAD),
-            texts=tuple(texts),
-        )
+        k = int(rng.integers(self.min_hops, self.max_hops + 1))
+        # successor of i uniform over the other nodes: shift i by 1..m-1 (no self-loops)
+        succ = ((np.arange(m) + rng.integers(1, m, size=m)) % m).tolist()
+        start = int(rng.integers(m))
+        order = rng.permutation(m).tolist() if self.shuffle_edges else list(range(m))
+        key = "".join(_NODES[s] for s in succ) + f"{_QUERY}{_NODES[start]}{k}"  # canonical
+        sol, ans = self._walk(succ, start, k)
+        return Drawn(key=key, prompt=self._prompt(succ, order, start, k), solution=sol,
+                     answer=ans, difficulty=k)
+
+    def problems(self, n: int, *, seed: int, split: str) -> ProblemSet:
+        return draw_problems(self, n, seed=seed, split=split, test_fraction=self.test_fraction,
+                             draw=self._draw, widen="the hops range or num_nodes")
 
     @staticmethod
     def parse_prompt(text: str) -> tuple[dict[str, str], str, int]:
