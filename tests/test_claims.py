@@ -152,3 +152,19 @@ def test_model_size_verdict(tmp_path):
                            size_ratio=14.0, d_pretrain=1e7, figure=str(tmp_path / "m.png"))
     assert r.held is True, r.summary
     assert "R = D_inf/D_pre" in r.table
+
+
+def test_unreached_counts_only_when_significant(tmp_path):
+    flat = C.curves(curve_records("bon", "bon", lambda b, i: float(i < 50)))["bon"]
+    per = np.array([[float(i < k) for i in range(P)] for k in (50, 53, 80)])
+    m = C._unreached_counts(np.array([1.0, np.inf, np.inf]), per, flat)
+    assert m[0] == 1.0 and np.isnan(m[1]) and np.isinf(m[2])  # +3/100: noise; +30/100: real
+    # particle filtering against a flat search curve: a +3/100 edge is not "unreached"
+    pf = curve_records("pf", "particle", lambda b, i: float(i < (53 if b >= 8 else 50)))
+    cs = C.curves(pf + curve_records("bon", "bon", lambda b, i: float(i < 50)))
+    r = C.check_particle_filtering(cs, pairs=[("pf", ["bon"])], figure=str(tmp_path / "c.png"))
+    assert r.held is False
+    pf = curve_records("pf", "particle", lambda b, i: float(i < (80 if b >= 8 else 50)))
+    cs = C.curves(pf + curve_records("bon", "bon", lambda b, i: float(i < 50)))
+    r = C.check_particle_filtering(cs, pairs=[("pf", ["bon"])], figure=str(tmp_path / "d.png"))
+    assert r.held is True
