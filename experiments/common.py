@@ -85,5 +85,27 @@ def hydra_entry(run: Callable[[DictConfig], None]) -> Callable[[], None]:
     return _main
 
 
+def same_data_policy(cfg: DictConfig, task: Task, policy, name: str, *, progress: bool = True):
+    """The policy config ``conf/policy/<name>.yaml`` trained on exactly the main policy's data
+    (same optimiser steps, batch and seed: equal pretraining tokens), without early stopping.
+    Trained on first use and cached like any policy. Returns the loaded model."""
+    from ttc.train import get_policy
+
+    path = Path(CONF_DIR) / "policy" / f"{name}.yaml"
+    if not path.exists():
+        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"no policy config {name!r}; choose one of {choices}")
+    pc = OmegaConf.load(path)
+    steps = int(policy.meta.get("train", {}).get("steps_run", cfg.train.steps))
+    tcfg = train_config(OmegaConf.merge(cfg.train, {"steps": steps, "stop_accuracy": 1.01}))
+    try:
+        mcfg = TransformerConfig(
+            vocab_size=task.tokenizer.vocab_size, d_model=pc.d_model, n_layers=pc.n_layers,
+            n_heads=pc.n_heads, d_ff=pc.d_ff, max_len=task.max_prompt_len + task.max_solution_len)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"policy {name}: {e}") from None
+    return get_policy(task, mcfg, tcfg, cache_dir=cfg.cache_dir, progress=progress)
+
+
 def as_path(p: str | None) -> Path | None:
     return None if p in (None, "", "null") else Path(p)

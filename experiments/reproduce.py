@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments.common import CONF_DIR, friendly_errors, hydra_entry
+from experiments.common import CONF_DIR, friendly_errors, hydra_entry, same_data_policy
 from experiments.run import RunOutcome, run
 from ttc import claims as C
 from ttc.errors import ConfigError
@@ -55,17 +55,17 @@ def _large_policy(cfg: DictConfig, small: RunOutcome) -> tuple[RunOutcome, float
     """Trains/evaluates the larger policy on the same data as the small one (same optimiser
     steps and batch: equal pretraining tokens D_pre), single sample only."""
     rc = cfg.reproduce
-    large = OmegaConf.load(Path(CONF_DIR) / "policy" / f"{rc.large_policy}.yaml")
-    steps = int(small.policy.meta.get("train", {}).get("steps_run", cfg.train.steps))
+    large = same_data_policy(cfg, small.task, small.policy, str(rc.large_policy),
+                             progress=cfg.progress)
     cfg2 = cfg.copy()
     with open_dict(cfg2):
-        cfg2.policy = large
         cfg2.name = f"{cfg.name}_{rc.large_policy}"
         cfg2.out_dir = str(Path(cfg.out_dir).parent / cfg2.name)
         cfg2.methods = [{"name": "single"}]
-        cfg2.train.steps = steps
-        cfg2.train.stop_accuracy = 1.01  # never early: exactly the small policy's data
+        cfg2.policy = OmegaConf.load(Path(CONF_DIR) / "policy" / f"{rc.large_policy}.yaml")
+        cfg2.policy.checkpoint = str(Path(cfg.cache_dir) / large.meta["id"])
     out = run(cfg2)
+    steps = large.meta["train"]["steps_run"]
     d_pre = float(steps * cfg.train.batch_size
                   * (small.task.max_prompt_len + small.task.max_solution_len))
     return out, d_pre

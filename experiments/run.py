@@ -22,6 +22,7 @@ from experiments.common import (
     friendly_errors,
     hydra_entry,
     policy_config,
+    same_data_policy,
     train_config,
 )
 from ttc.errors import ConfigError
@@ -52,7 +53,11 @@ def reward_sources(cfg: DictConfig, methods, task, policy, pcfg) -> dict[str, Re
     out = {}
     if not kinds:
         return out
-    rcfg = dataclasses.replace(pcfg, head="scalar")
+    base = policy
+    if cfg.reward.get("base"):
+        # a larger verifier trunk: another policy config trained on the same data
+        base = same_data_policy(cfg, task, policy, str(cfg.reward.base), progress=cfg.progress)
+    rcfg = dataclasses.replace(base.cfg, head="scalar")
     try:
         labels = LabelConfig(**OmegaConf.to_container(cfg.reward.labels, resolve=True))
     except TypeError as e:
@@ -61,7 +66,7 @@ def reward_sources(cfg: DictConfig, methods, task, policy, pcfg) -> dict[str, Re
     for kind in kinds:
         m = get_reward_model(kind, policy, task, rcfg, labels, tcfg, cache_dir=cfg.cache_dir,
                              init_from_policy=bool(cfg.reward.init_from_policy),
-                             progress=cfg.progress)
+                             base=None if base is policy else base, progress=cfg.progress)
         q = m.meta.get("quality", {})
         log.info("%s %s quality: %s", kind, m.meta.get("id"), q)
         print(f"{kind} {m.meta.get('id')}: " + ", ".join(f"{k}={v:.3f}" for k, v in q.items()))

@@ -241,22 +241,30 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
 
 def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: TransformerConfig,
                      label_cfg: LabelConfig, cfg: TrainConfig, *, cache_dir: str | Path,
-                     init_from_policy: bool = True, progress: bool = True) -> LoadedModel:
-    """Loads the cached PRM/ORM for (policy, task, configs) or labels data and trains one."""
-    base = Path(cache_dir)
+                     init_from_policy: bool = True, base: LoadedModel | None = None,
+                     progress: bool = True) -> LoadedModel:
+    """Loads the cached PRM/ORM for (policy, task, configs) or labels data and trains one.
+
+    Labels always come from ``policy`` (the model whose solutions are verified). With
+    ``init_from_policy`` the reward model starts from ``base``'s weights (default: the policy
+    itself; a larger model trained on the same data gives a stronger verifier trunk, and
+    ``model_cfg`` must then match ``base``'s architecture)."""
+    trunk = policy if base is None else base
     # "select" names the checkpoint-selection rule, so a model kept by an older rule is retrained
-    key = cache_key(policy.meta.get("id"), task, model_cfg, label_cfg, cfg,
-                    {"select": "within_auc"})
-    path = base / (f"{kind}-{key}"
+    extra = {"select": "within_auc"} if base is None else {"select": "within_auc",
+                                                           "base": base.meta.get("id")}
+    key = cache_key(policy.meta.get("id"), task, model_cfg, label_cfg, cfg, extra)
+    base_dir = Path(cache_dir)
+    path = base_dir / (f"{kind}-{key}"
                    f"{'-init' if init_from_policy else ''}")
     if checkpoint.exists(path):
         log.info("reusing cached %s %s", kind, path)
         m = checkpoint.load(path)
     else:
-        data_path = base / f"mc-labels-{cache_key(policy.meta.get('id'), task, label_cfg)}.npz"
+        data_path = base_dir / f"mc-labels-{cache_key(policy.meta.get('id'), task, label_cfg)}.npz"
         data, val = _labels(policy, task, label_cfg, data_path, progress)
         m = train_reward_model(kind, data, val, task, model_cfg, cfg, progress=progress,
-                               init_from=policy if init_from_policy else None,
+                               init_from=trunk if init_from_policy else None,
                                group_size=label_cfg.samples_per_problem)
         checkpoint.save(path, m)
     m.meta["id"] = path.name
