@@ -18,15 +18,14 @@ import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Int
+from jaxtyping import Array, Int
 
 from ttc.tasks.base import (
     INVALID_ANSWER,
     Drawn,
     ProblemSet,
     Tokenizer,
-    draw_problems,
-    gold_prefix_match,
+    UniqueSolutionTask,
 )
 
 _OPS = "+-*"
@@ -41,7 +40,7 @@ def _apply(x: int, op: str, y: int, m: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ArithmeticTask:
+class ArithmeticTask(UniqueSolutionTask):
     """Modular arithmetic chains (see module docstring).
 
     Attributes:
@@ -57,6 +56,7 @@ class ArithmeticTask:
     modulus: int = 10
     test_fraction: float = 0.2
     name: str = "arithmetic"
+    _widen = "the ops range or modulus"  # (class attribute, not a field)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_ops <= self.max_ops:
@@ -115,10 +115,6 @@ class ArithmeticTask:
         sol, ans = self._solve(nums, ops)
         return Drawn(key=prompt, prompt=prompt, solution=sol, answer=ans, difficulty=k)
 
-    def problems(self, n: int, *, seed: int, split: str) -> ProblemSet:
-        return draw_problems(self, n, seed=seed, split=split, test_fraction=self.test_fraction,
-                             draw=self._draw, widen="the ops range or modulus")
-
     # ---- verification -------------------------------------------------------------------
     def extract_answer(
         self, tokens: Int[Array, "B T"], prompt_len: Int[Array, " B"]
@@ -148,16 +144,6 @@ class ArithmeticTask:
             & (value < self.modulus)
         )
         return jnp.where(ok, value, INVALID_ANSWER).astype(jnp.int32)
-
-    def prefix_correct(
-        self,
-        tokens: Int[Array, "B T"],
-        prompt_len: Int[Array, " B"],
-        length: Int[Array, " B"],
-        gold: Int[Array, "B Ls"],
-    ) -> Bool[Array, " B"]:
-        """Generated prefix equals the reference solution's prefix (the solution is unique)."""
-        return gold_prefix_match(tokens, prompt_len, length, gold)
 
     def check_steps(self, problem_index: int, problems: ProblemSet, solution: str) -> list[bool]:
         """Re-derives every step arithmetically (independent of the reference string)."""

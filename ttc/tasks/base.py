@@ -205,23 +205,38 @@ def draw_problems(task: Task, n: int, *, seed: int, split: str, test_fraction: f
     )
 
 
-def gold_prefix_match(
-    tokens: Int[Array, "B T"],
-    prompt_len: Int[Array, " B"],
-    length: Int[Array, " B"],
-    gold: Int[Array, "B Ls"],
-) -> Bool[Array, " B"]:
-    """Whether each row's generated tokens ``tokens[prompt_len:length]`` are a prefix of its
-    reference solution ``gold`` (jit-able): the exact step checker of any task whose correct
-    solution is unique."""
-    _, t = tokens.shape
-    ls = gold.shape[1]
-    j = jnp.arange(ls)[None, :]
-    idx = jnp.clip(prompt_len[:, None] + j, 0, t - 1)
-    gen = jnp.take_along_axis(tokens, idx, axis=1)
-    n_gen = length - prompt_len
-    in_prefix = j < n_gen[:, None]
-    return jnp.all((gen == gold) | ~in_prefix, axis=1) & (n_gen <= ls)
+class UniqueSolutionTask:
+    """Shared :class:`Task` machinery for tasks whose correct solution is unique.
+
+    A subclass provides ``test_fraction``, ``_draw(rng) -> Drawn`` and ``_widen`` (the settings
+    to widen when distinct problems run out); it gets :meth:`problems` (via
+    :func:`draw_problems`) and :meth:`prefix_correct` (a prefix comparison with the reference
+    solution, which is the exact step checker when the solution is unique).
+    """
+
+    _widen: str = "the task's ranges"
+
+    def problems(self, n: int, *, seed: int, split: str) -> ProblemSet:
+        return draw_problems(self, n, seed=seed, split=split, test_fraction=self.test_fraction,
+                             draw=self._draw, widen=self._widen)
+
+    def prefix_correct(
+        self,
+        tokens: Int[Array, "B T"],
+        prompt_len: Int[Array, " B"],
+        length: Int[Array, " B"],
+        gold: Int[Array, "B Ls"],
+    ) -> Bool[Array, " B"]:
+        """Whether each row's generated tokens ``tokens[prompt_len:length]`` are a prefix of
+        its reference solution ``gold`` (jit-able)."""
+        _, t = tokens.shape
+        ls = gold.shape[1]
+        j = jnp.arange(ls)[None, :]
+        idx = jnp.clip(prompt_len[:, None] + j, 0, t - 1)
+        gen = jnp.take_along_axis(tokens, idx, axis=1)
+        n_gen = length - prompt_len
+        in_prefix = j < n_gen[:, None]
+        return jnp.all((gen == gold) | ~in_prefix, axis=1) & (n_gen <= ls)
 
 
 def pad_to(rows: list[list[int]], width: int, pad: int = 0) -> np.ndarray:
@@ -234,6 +249,6 @@ def pad_to(rows: list[list[int]], width: int, pad: int = 0) -> np.ndarray:
 
 
 __all__ = [
-    "INVALID_ANSWER", "Drawn", "ProblemSet", "Task", "Tokenizer", "answer_is_valid",
-    "draw_problems", "gold_prefix_match", "pad_to",
+    "INVALID_ANSWER", "Drawn", "ProblemSet", "Task", "Tokenizer", "UniqueSolutionTask",
+    "answer_is_valid", "draw_problems", "pad_to",
 ]

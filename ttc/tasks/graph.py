@@ -42,15 +42,14 @@ import string
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Int
+from jaxtyping import Array, Int
 
 from ttc.tasks.base import (
     INVALID_ANSWER,
     Drawn,
     ProblemSet,
     Tokenizer,
-    draw_problems,
-    gold_prefix_match,
+    UniqueSolutionTask,
 )
 
 _NODES = string.ascii_lowercase  # node names; node i is _NODES[i] and has answer id i
@@ -59,7 +58,7 @@ _STEP, _ANSWER = ";", "!"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GraphWalkTask:
+class GraphWalkTask(UniqueSolutionTask):
     """Pointer chasing in a random functional graph (see module docstring).
 
     Attributes:
@@ -82,6 +81,7 @@ class GraphWalkTask:
     shuffle_edges: bool = True
     test_fraction: float = 0.2
     name: str = "graph"
+    _widen = "the hops range or num_nodes"  # (class attribute, not a field)
 
     def __post_init__(self) -> None:
         if not 2 <= self.num_nodes <= len(_NODES):
@@ -159,10 +159,6 @@ class GraphWalkTask:
         return Drawn(key=key, prompt=self._prompt(succ, order, start, k), solution=sol,
                      answer=ans, difficulty=k)
 
-    def problems(self, n: int, *, seed: int, split: str) -> ProblemSet:
-        return draw_problems(self, n, seed=seed, split=split, test_fraction=self.test_fraction,
-                             draw=self._draw, widen="the hops range or num_nodes")
-
     @staticmethod
     def parse_prompt(text: str) -> tuple[dict[str, str], str, int]:
         """``(successor map, start node, hops)`` of a prompt string such as ``ab,ba|a3=``."""
@@ -200,16 +196,6 @@ class GraphWalkTask:
             & (window[:, 1] == tok.EOS)
         )
         return jnp.where(ok, value, INVALID_ANSWER).astype(jnp.int32)
-
-    def prefix_correct(
-        self,
-        tokens: Int[Array, "B T"],
-        prompt_len: Int[Array, " B"],
-        length: Int[Array, " B"],
-        gold: Int[Array, "B Ls"],
-    ) -> Bool[Array, " B"]:
-        """Generated prefix equals the reference solution's prefix (the walk is unique)."""
-        return gold_prefix_match(tokens, prompt_len, length, gold)
 
     def check_steps(self, problem_index: int, problems: ProblemSet, solution: str) -> list[bool]:
         """Re-walks the edge list parsed from the prompt text (independent of the reference)."""
