@@ -95,15 +95,9 @@ def same_data_policy(cfg: DictConfig, task: Task, policy, name: str, *, progress
     if not path.exists():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"no policy config {name!r}; choose one of {choices}")
-    pc = OmegaConf.load(path)
+    mcfg = policy_config(OmegaConf.create({"policy": OmegaConf.load(path)}), task)
     steps = int(policy.meta.get("train", {}).get("steps_run", cfg.train.steps))
     tcfg = train_config(OmegaConf.merge(cfg.train, {"steps": steps, "stop_accuracy": 1.01}))
-    try:
-        mcfg = TransformerConfig(
-            vocab_size=task.tokenizer.vocab_size, d_model=pc.d_model, n_layers=pc.n_layers,
-            n_heads=pc.n_heads, d_ff=pc.d_ff, max_len=task.max_prompt_len + task.max_solution_len)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"policy {name}: {e}") from None
     return get_policy(task, mcfg, tcfg, cache_dir=cfg.cache_dir, progress=progress)
 
 

@@ -47,7 +47,7 @@ def method_specs(cfg: DictConfig) -> list[MethodSpec]:
     return specs
 
 
-def reward_sources(cfg: DictConfig, methods, task, policy, pcfg) -> dict[str, RewardSource]:
+def reward_sources(cfg: DictConfig, methods, task, policy) -> dict[str, RewardSource]:
     """Trains (or loads cached) PRM/ORM models that the methods need."""
     kinds = sorted({m.reward for m in methods if m.reward in ("prm", "orm")})
     out = {}
@@ -140,7 +140,7 @@ def run(cfg: DictConfig) -> RunOutcome:
                         checkpoint_path=as_path(cfg.policy.checkpoint), progress=cfg.progress)
     run_config = {"task": dataclasses.asdict(task), "policy": dataclasses.asdict(pcfg),
                   "policy_id": policy.meta.get("id")}
-    rewards = reward_sources(cfg, methods, task, policy, pcfg)
+    rewards = reward_sources(cfg, methods, task, policy)
     new = evaluate(policy, task, methods, ecfg, store, run_dir=run_dir, rewards=rewards,
                    run_config=run_config, progress=cfg.progress)
     plot = write_outputs(store, run_dir)

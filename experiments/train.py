@@ -31,7 +31,7 @@ def run(cfg: DictConfig) -> None:
           f"{tr.get('val_accuracy', float('nan')):.3f}")
     from experiments.run import method_specs, reward_sources
 
-    reward_sources(cfg, method_specs(cfg), task, policy, policy_config(cfg, task))
+    reward_sources(cfg, method_specs(cfg), task, policy)
     if cfg.get("save_to"):
         dst = checkpoint.save(cfg.save_to, policy)
         print(f"saved a copy to {dst}")

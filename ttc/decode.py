@@ -554,12 +554,9 @@ def generate_solutions(
         raise ValueError(f"cache_len={t} is shorter than the prompts ({lp})")
     fields = ("tokens", "length", "answers", "loglik", "useful_tokens", "useful_ctx",
               "row_steps")
-    res = {f: np.zeros((p, n, t) if f == "tokens" else (p, n),
-                       np.float64 if f in ("loglik", "useful_ctx") else np.int64)
+    dtypes = {"tokens": np.int32, "loglik": np.float32, "useful_ctx": np.float32}
+    res = {f: np.zeros((p, n, t) if f == "tokens" else (p, n), dtypes.get(f, np.int64))
            for f in fields}
-    res["loglik"] = res["loglik"].astype(np.float32)
-    res["useful_ctx"] = res["useful_ctx"].astype(np.float32)
-    res["tokens"] = res["tokens"].astype(np.int32)
     pre_tok = np.zeros(p, np.int64)
     pre_ctx = np.zeros(p, np.float64)
     starts = range(0, p, per_chunk)
