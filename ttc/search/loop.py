@@ -332,6 +332,10 @@ def _search_jit(graphdef, params, rparams, prompts, prompt_len, gold, key, sp, h
 
 
 _PER_PROBLEM = ("chosen", "answers", "weights", "valid", "tokens")
+CHUNK_ROWS = 128
+"""Default rows per search call: small chunks of length-sorted problems waste few iterations on
+finished rows, and on this CPU a 128-row batch is as fast per row-step as a 1,024-row one
+(``docs/BENCHMARKS.md``, methods section)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,34 +371,52 @@ def run_search(
     key,
     hp: SearchParams | None = None,
     max_rows: int = 4096,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> SearchResult:
-    """Runs ``cfg`` with ``num_samples`` rows per problem, in fixed-size chunks of problems."""
+    """Runs ``cfg`` with ``num_samples`` rows per problem, in fixed-size chunks of problems.
+
+    A chunk's ``while_loop`` runs until its slowest row has finished, and every row of the chunk
+    is computed at every iteration (finished rows included: executed, not useful work). So
+    problems are queued longest prompt first (on the default task the prompt length fixes the
+    number of steps, so a chunk's problems finish together) and the chunks are small:
+    ``min(max_rows, max(chunk_rows, num_samples))`` rows, i.e. at least one problem. Each chunk
+    draws from its own split of ``key``, so a problem's result depends on the problems sorted
+    into its chunk (not on the caller's order of them). The last chunk is padded with copies of
+    its last problem; the executed work of the padding rows is charged to the chunk's problems.
+    """
     hp = SearchParams.make() if hp is None else hp
     cfg.width(num_samples)  # validates N vs M early
     p = prompts.shape[0]
-    per_chunk = max(1, min(p, max_rows // num_samples))
+    rows_per_call = min(max_rows, max(chunk_rows, num_samples))
+    per_chunk = max(1, min(p, rows_per_call // num_samples))
     cache_len = task.max_prompt_len + task.max_solution_len
-    outs = []
-    for start in range(0, p, per_chunk):
-        idx = np.arange(start, start + per_chunk)
-        idx = np.where(idx < p, idx, start)
+    order = np.argsort(-np.asarray(prompt_len), kind="stable")
+    pending = []
+    for start in range(0, p, per_chunk):  # dispatch every chunk, then wait
+        ids = order[start:start + per_chunk]
+        idx = np.concatenate([ids, np.full(per_chunk - len(ids), ids[-1])])
         key, sub = jax.random.split(key)
-        o = jax.device_get(_search_jit(
+        pending.append((ids, _search_jit(
             graphdef, params, reward_params, jnp.asarray(prompts[idx]),
             jnp.asarray(prompt_len[idx]), jnp.asarray(gold[idx]), sub, sampling, hp,
-            reward=reward, task=task, cfg=cfg, num_samples=num_samples, cache_len=cache_len))
-        n_valid = min(per_chunk, p - start)
-        rows = {}
+            reward=reward, task=task, cfg=cfg, num_samples=num_samples, cache_len=cache_len)))
+    cat: dict[str, np.ndarray] = {}
+    for ids, o in pending:
+        o = jax.device_get(o)
+        n_valid = len(ids)
+        pad = per_chunk / n_valid  # padding problems' executed work, charged to the chunk's
         for k, v in o.items():
             v = np.asarray(v)
             if k in _PER_PROBLEM:
-                rows[k] = v[:n_valid]
+                rows = v[:n_valid]
             elif v.ndim == 0:  # batched loop iterations: every row of the chunk computed each one
-                rows[k] = np.full((n_valid,), float(v) * (1 if k == "iterations" else num_samples))
+                rows = np.full((n_valid,), float(v) * (1 if k == "iterations" else
+                                                       num_samples * pad))
             else:  # per-row work counters, summed per problem
-                rows[k] = v.reshape(per_chunk, num_samples)[:n_valid].sum(axis=1)
-        outs.append(rows)
-    cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+                rows = v.reshape(per_chunk, num_samples)[:n_valid].sum(axis=1)
+            if k not in cat:
+                cat[k] = np.zeros((p, *rows.shape[1:]), rows.dtype)
+            cat[k][ids] = rows
     main = {k: cat.pop(k) for k in _PER_PROBLEM}
     main.pop("tokens")
     return SearchResult(work=cat, cache_len=cache_len, window=reward.window, **main)
