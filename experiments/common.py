@@ -85,10 +85,12 @@ def hydra_entry(run: Callable[[DictConfig], None]) -> Callable[[], None]:
     return _main
 
 
-def same_data_policy(cfg: DictConfig, task: Task, policy, name: str, *, progress: bool = True):
-    """The policy config ``conf/policy/<name>.yaml`` trained on exactly the main policy's data
-    (same optimiser steps, batch and seed: equal pretraining tokens), without early stopping.
-    Trained on first use and cached like any policy. Returns the loaded model."""
+def same_data_policy(cfg: DictConfig, task: Task, policy, name: str, *, steps: int | None = None,
+                     progress: bool = True):
+    """The policy config ``conf/policy/<name>.yaml`` trained on the main policy's data stream
+    (same batch and seed) for ``steps`` optimiser steps (default: as many as the main policy:
+    equal pretraining tokens), without early stopping. Trained on first use and cached like any
+    policy. Returns the loaded model."""
     from ttc.train import get_policy
 
     path = Path(CONF_DIR) / "policy" / f"{name}.yaml"
@@ -96,8 +98,11 @@ def same_data_policy(cfg: DictConfig, task: Task, policy, name: str, *, progress
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"no policy config {name!r}; choose one of {choices}")
     mcfg = policy_config(OmegaConf.create({"policy": OmegaConf.load(path)}), task)
-    steps = int(policy.meta.get("train", {}).get("steps_run", cfg.train.steps))
-    tcfg = train_config(OmegaConf.merge(cfg.train, {"steps": steps, "stop_accuracy": 1.01}))
+    if steps is None:
+        steps = int(policy.meta.get("train", {}).get("steps_run", cfg.train.steps))
+    elif int(steps) < 1:
+        raise ConfigError(f"reward.base_steps must be a positive integer, got {steps}")
+    tcfg = train_config(OmegaConf.merge(cfg.train, {"steps": int(steps), "stop_accuracy": 1.01}))
     return get_policy(task, mcfg, tcfg, cache_dir=cfg.cache_dir, progress=progress)
 
 

@@ -3,8 +3,9 @@
 Scores are probabilities in ``[0, 1]`` that the solution is (still) correct.
 
 * **PRM** (process reward model; Lightman et al. 2023, trained with Monte-Carlo step labels as in
-  Math-Shepherd, Wang et al. 2024): ``sigmoid`` of the head at each step's last token (the step
-  delimiter or ``EOS``).
+  Math-Shepherd, Wang et al. 2024): ``sigmoid`` of the score logit at each step's last token (the
+  step delimiter or ``EOS``): a value head (``head='scalar'``) or the log-probability verifier of
+  :mod:`ttc.models.reward` (``head='lm_value'``).
 * **ORM** (outcome reward model; Cobbe et al. 2021): the same trunk, read at ``EOS`` only.
 * **Oracle**: the task's exact step checker (``Task.prefix_correct``), with a ``flip`` rate and
   Gaussian ``noise`` to simulate imperfect verifiers in controlled studies. Usable inside jit.
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from ttc.models.reward import LogProbCarry, score_logits
 from ttc.models.transformer import Cache, init_cache
 
 KINDS = ("prm", "orm", "oracle")
@@ -71,12 +73,14 @@ class RewardSpec:
 class RewardState:
     """Incremental scoring state, one row per search row.
 
-    ``cache``/``length`` are the reward model's KV cache and how many tokens of each row it has
-    consumed (empty for the oracle). ``calls`` counts scoring calls (executed FLOPs) and
+    ``cache`` is the reward model's per-row state, ``(kv_cache, carry)``: its KV cache and, for a
+    log-probability verifier, the running log-prob features (:class:`LogProbCarry`; ``None`` for a
+    scalar head). ``length`` is how many tokens of each row it has consumed. Both are empty for
+    the oracle. ``calls`` counts scoring calls (executed FLOPs) and
     ``useful_tokens``/``useful_ctx`` the tokens scored (useful FLOPs), per slot.
     """
 
-    cache: Cache | None
+    cache: tuple[Cache, LogProbCarry | None] | None
     length: Int[Array, " B"]
     useful_tokens: Int[Array, " B"]
     useful_ctx: Float[Array, " B"]
@@ -131,9 +135,12 @@ def score_solutions(
     ends, mask = step_end_positions(tokens, prompt_len, length, tok.step_id, tok.EOS, k)
     if spec.kind == "oracle":
         return _clip(_oracle(task, tokens, prompt_len, ends, mask, gold, key, spec)), mask
-    out, _ = nnx.merge(spec.graphdef, params)(tokens)
-    prob = jax.nn.sigmoid(out[..., 0].astype(jnp.float32))
-    s = jnp.take_along_axis(prob, jnp.maximum(ends, 0), axis=1)
+    model = nnx.merge(spec.graphdef, params)
+    out, _ = model(tokens)
+    pos = jnp.arange(tokens.shape[1])[None, :]
+    logit, _ = score_logits(model, out, tokens, solution=pos >= prompt_len[:, None],
+                            consumed=length)
+    s = jnp.take_along_axis(jax.nn.sigmoid(logit), jnp.maximum(ends, 0), axis=1)
     if spec.kind == "orm":
         last = jnp.sum(mask, axis=1) - 1
         mask = mask & (jnp.arange(k)[None, :] == last[:, None])
@@ -171,9 +178,11 @@ def init_state(spec: RewardSpec, params, prompts, prompt_len, *, num_samples: in
     cache = None
     if spec.learned:
         model = nnx.merge(spec.graphdef, params)
-        cache = init_cache(model.cfg, p, cache_len + spec.window)
-        _, cache = model(prompts, cache=cache, write_pos=jnp.zeros((p,), jnp.int32))
-        cache = jax.tree.map(rep, cache)
+        kv = init_cache(model.cfg, p, cache_len + spec.window)
+        out, kv = model(prompts, cache=kv, write_pos=jnp.zeros((p,), jnp.int32))
+        _, carry = score_logits(model, out, prompts, solution=jnp.zeros(prompts.shape, bool),
+                                consumed=prompt_len)
+        cache = jax.tree.map(rep, (kv, carry))
     return RewardState(cache=cache, length=rep(prompt_len.astype(jnp.int32)),
                        useful_tokens=jnp.zeros((b,), jnp.int32),
                        useful_ctx=jnp.zeros((b,), jnp.float32), calls=jnp.zeros((), jnp.int32))
@@ -192,11 +201,15 @@ def score_new_tokens(
     j = jnp.arange(spec.window)[None, :]
     if spec.learned:
         idx = jnp.clip(rs.length[:, None] + j, 0, t - 1)
-        chunk = jnp.where(j < n_new[:, None], jnp.take_along_axis(tokens, idx, 1), 0)
-        out, cache = nnx.merge(spec.graphdef, params)(chunk, cache=rs.cache, write_pos=rs.length)
+        new = j < n_new[:, None]
+        chunk = jnp.where(new, jnp.take_along_axis(tokens, idx, 1), 0)
+        model = nnx.merge(spec.graphdef, params)
+        kv, carry = rs.cache
+        out, kv = model(chunk, cache=kv, write_pos=rs.length)
+        logit, carry = score_logits(model, out, chunk, solution=new, consumed=n_new, carry=carry)
+        cache = (kv, carry)
         last = jnp.clip(n_new - 1, 0, spec.window - 1)
-        logit = jnp.take_along_axis(out[..., 0], last[:, None], 1)[:, 0]
-        score = jax.nn.sigmoid(logit.astype(jnp.float32))
+        score = jax.nn.sigmoid(jnp.take_along_axis(logit, last[:, None], 1)[:, 0])
         if spec.kind == "orm":  # an ORM only judges finished solutions
             fin = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
             score = jnp.where(fin == task.tokenizer.EOS, score, 0.5)

@@ -5,7 +5,9 @@
    from the policy; the step's label is the fraction that reach the correct answer (``soft``) or
    whether any does (``hard``). The last step's label is the solution's own correctness.
 3. Train a transformer with a scalar head by binary cross-entropy at every step's last token
-   (PRM), or with the final correctness at every step end (ORM; Cobbe et al. 2021).
+   (PRM), or with the final correctness at every step end (ORM; Cobbe et al. 2021). A ``scalar``
+   head fine-tunes the whole model; an ``lm_value`` head (the log-probability verifier of
+   :mod:`ttc.models.reward`) trains only its value head and feature weights over a frozen LM.
 
 Quality is measured on held-out sampled solutions: ROC-AUC of the final score for final
 correctness, and step accuracy against the task's exact step checker (score > 0.5 vs verdict).
@@ -14,6 +16,7 @@ correctness, and step accuracy against the task's exact step checker (score > 0.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
@@ -29,6 +33,7 @@ from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
 from ttc.decode import SamplingParams, generate_solutions
 from ttc.metrics import roc_auc, within_group_auc
+from ttc.models.reward import score_logits
 from ttc.models.transformer import TransformerConfig, create
 from ttc.tasks.base import Task
 from ttc.train import TrainConfig, cache_key, make_optimizer, train_step
@@ -58,9 +63,10 @@ class LabelConfig:
 @dataclasses.dataclass(frozen=True)
 class StepDataset:
     """Sequences with per-step labels. ``ends``/``labels``/``mask``/``exact`` are ``[M, K]``;
-    ``final`` ``[M]`` is the solution's correctness."""
+    ``final`` ``[M]`` is the solution's correctness and ``prompt_len`` ``[M]`` where it starts."""
 
     tokens: np.ndarray
+    prompt_len: np.ndarray
     ends: np.ndarray
     labels: np.ndarray
     mask: np.ndarray
@@ -116,13 +122,21 @@ def monte_carlo_labels(policy: LoadedModel, task: Task, cfg: LabelConfig, *, spl
                                   progress=progress)
         ok = roll.answers == gold_ans[rr][:, None]
         labels[rr, kk] = ok.any(1) if cfg.hard else ok.mean(1)
-    return StepDataset(tokens=tokens, ends=np.maximum(ends, 0), labels=labels, mask=mask,
-                       exact=exact, final=final)
+    return StepDataset(tokens=tokens, prompt_len=plen.astype(np.int32), ends=np.maximum(ends, 0),
+                       labels=labels, mask=mask, exact=exact, final=final)
 
 
-def reward_loss(model, tokens, ends, labels, mask):
+def _logits(model, tokens, prompt_len):
+    """Score logits ``[B, T]`` of full sequences (see :func:`ttc.models.reward.score_logits`)."""
     out, _ = model(tokens)
-    logit = jnp.take_along_axis(out[..., 0].astype(jnp.float32), ends, axis=1)
+    pos = jnp.arange(tokens.shape[1])[None, :]
+    logit, _ = score_logits(model, out, tokens, solution=pos >= prompt_len[:, None],
+                            consumed=jnp.full(tokens.shape[:1], tokens.shape[1]))
+    return logit
+
+
+def reward_loss(model, tokens, prompt_len, ends, labels, mask):
+    logit = jnp.take_along_axis(_logits(model, tokens, prompt_len), ends, axis=1)
     bce = jnp.maximum(logit, 0) - logit * labels + jnp.log1p(jnp.exp(-jnp.abs(logit)))
     return jnp.sum(bce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
@@ -135,12 +149,12 @@ def reward_quality(spec: R.RewardSpec, params, task: Task, data: StepDataset,
     scores = []
 
     @jax.jit
-    def probs(p, t):
-        out, _ = nnx.merge(spec.graphdef, p)(t)
-        return jax.nn.sigmoid(out[..., 0])
+    def probs(p, t, pl):
+        return jax.nn.sigmoid(_logits(nnx.merge(spec.graphdef, p), t, pl))
 
     for i in range(0, len(data.tokens), 1024):
-        scores.append(np.asarray(probs(params, jnp.asarray(data.tokens[i : i + 1024]))))
+        scores.append(np.asarray(probs(params, jnp.asarray(data.tokens[i : i + 1024]),
+                                       jnp.asarray(data.prompt_len[i : i + 1024]))))
     prob = np.concatenate(scores)
     step_scores = np.take_along_axis(prob, data.ends, 1)
     last = data.mask.sum(1) - 1
@@ -165,7 +179,8 @@ def init_from_policy(model: LoadedModel, policy: LoadedModel) -> LoadedModel:
 
     Reward models are usually fine-tuned from the policy or base LM (Math-Shepherd; Lightman et
     al. 2023): the trunk already computes the step arithmetic. An extra block on top lets the
-    model compare a written result with what the trunk computed at the previous position.
+    model compare a written result with what the trunk computed at the previous position. An
+    ``lm_value`` model also takes the LM head (its features are that LM's log-probabilities).
     """
     src = nnx.to_pure_dict(policy.params)
     dst = nnx.to_pure_dict(model.params)
@@ -174,7 +189,7 @@ def init_from_policy(model: LoadedModel, policy: LoadedModel) -> LoadedModel:
         return jax.tree.map(lambda a: jnp.array(a, copy=True), x)
 
     for k in dst:
-        if k == "head" or k not in src:
+        if k not in src or (k == "head" and model.cfg.head == "scalar"):
             continue
         if k == "blocks":
             for i in dst[k]:
@@ -187,6 +202,18 @@ def init_from_policy(model: LoadedModel, policy: LoadedModel) -> LoadedModel:
     params = model.params
     nnx.replace_by_pure_dict(params, dst)
     return dataclasses.replace(model, params=params)
+
+
+_HEAD = nnx.All(nnx.Param, nnx.Any(nnx.PathContains("value"), nnx.PathContains("feat_w")))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx"), donate_argnums=(1, 3))
+def _head_step(graphdef, trainable, frozen, opt_state, batch, *, tx):
+    """One optimiser step of :func:`reward_loss` on ``trainable`` only (the rest is constant)."""
+    loss, grads = jax.value_and_grad(
+        lambda p: reward_loss(nnx.merge(graphdef, p, frozen), *batch))(trainable)
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    return optax.apply_updates(trainable, updates), opt_state, loss
 
 
 def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Task,
@@ -203,6 +230,10 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
         raise ValueError(f"kind must be prm or orm, got {kind!r}")
     module = create(model_cfg, seed=cfg.seed + (1 if kind == "prm" else 2))
     model = LoadedModel.from_module(module)
+    frozen_trunk = model_cfg.head == "lm_value"
+    if frozen_trunk and init_from is None:
+        raise ValueError("an lm_value reward model reads a trained LM's log-probabilities: it "
+                         "needs init_from (reward.init_from_policy=true)")
     if init_from is not None:
         model = init_from_policy(model, init_from)
     graphdef, params = model.graphdef, model.params
@@ -210,16 +241,26 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
     labels = data.labels if kind == "prm" else np.broadcast_to(
         data.final[:, None], data.labels.shape).astype(np.float32)
     tx = make_optimizer(cfg)
-    opt_state = tx.init(params)
+    if frozen_trunk:  # only the value head and the feature weights learn
+        tgraph, trainable, frozen = nnx.split(nnx.merge(graphdef, params), _HEAD, nnx.Param)
+        opt_state = tx.init(trainable)
+    else:
+        opt_state = tx.init(params)
     rng = np.random.default_rng(cfg.seed)
     t0 = time.time()
     history, quality, step, best = [], {}, 0, None
     bar = tqdm(range(1, cfg.steps + 1), desc=f"train {kind}", disable=not progress)
     for step in bar:
         i = rng.integers(0, len(data.tokens), cfg.batch_size)
-        batch = tuple(jnp.asarray(a[i]) for a in (data.tokens, data.ends, labels, data.mask))
-        params, opt_state, loss = train_step(graphdef, params, opt_state, batch, tx=tx,
-                                             loss_fn=reward_loss)
+        batch = tuple(jnp.asarray(a[i]) for a in (data.tokens, data.prompt_len, data.ends,
+                                                   labels, data.mask))
+        if frozen_trunk:
+            trainable, opt_state, loss = _head_step(tgraph, trainable, frozen, opt_state, batch,
+                                                    tx=tx)
+            params = nnx.split(nnx.merge(tgraph, trainable, frozen), nnx.Param)[1]
+        else:
+            params, opt_state, loss = train_step(graphdef, params, opt_state, batch, tx=tx,
+                                                 loss_fn=reward_loss)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             quality = reward_quality(spec, params, task, val, group_size)
             history.append({"step": step, "loss": float(loss), **quality,
@@ -271,17 +312,25 @@ def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: Tran
     return m
 
 
+_VAL_OFFSET = 777  # seed offset of the validation labels
+
+
 def _labels(policy, task, label_cfg, path: Path, progress: bool):
     fields = [f.name for f in dataclasses.fields(StepDataset)]
     if path.exists():
         with np.load(path) as z:
             d = {k: z[k] for k in z.files}
+        if "train_prompt_len" not in d:  # written before prompt_len was stored: re-derive it
+            val_cfg = dataclasses.replace(label_cfg, problems=max(64, label_cfg.problems // 4))
+            for split, c, off in (("train", label_cfg, 0), ("val", val_cfg, _VAL_OFFSET)):
+                probs = task.problems(c.problems, seed=20_000 + c.seed + off, split="train")
+                d[f"{split}_prompt_len"] = np.repeat(probs.prompt_len, c.samples_per_problem)
         return (StepDataset(**{f: d["train_" + f] for f in fields}),
                 StepDataset(**{f: d["val_" + f] for f in fields}))
     t0 = time.time()
     data = monte_carlo_labels(policy, task, label_cfg, progress=progress)
     val_cfg = dataclasses.replace(label_cfg, problems=max(64, label_cfg.problems // 4))
-    val = monte_carlo_labels(policy, task, val_cfg, seed_offset=777, progress=progress)
+    val = monte_carlo_labels(policy, task, val_cfg, seed_offset=_VAL_OFFSET, progress=progress)
     log.info("Monte-Carlo step labels: %d solutions in %.0fs", len(data.tokens), time.time() - t0)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")

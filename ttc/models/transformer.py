@@ -8,7 +8,8 @@ slots. Rows advance independently: each call writes its ``S`` new tokens at the 
 ``write_pos`` and attends to slots ``<= position``.
 
 The same module serves as the policy (``head='lm'``: logits over the vocabulary) and as a reward
-model (``head='scalar'``: one value per position, used by the PRM/ORM).
+model: ``head='scalar'`` gives one value per position; ``head='lm_value'`` keeps the LM logits and
+appends a value channel, for the log-probability verifier of :mod:`ttc.models.reward`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
+from ttc.models.reward import N_FEATURES
+
 LayerCache = tuple[Float[Array, "B H T Dh"], Float[Array, "B H T Dh"]]
 Cache = tuple[LayerCache, ...]
+HEADS = ("lm", "scalar", "lm_value")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,7 +40,8 @@ class TransformerConfig:
         n_heads: attention heads; ``d_model`` must be divisible by it.
         d_ff: hidden width of the MLP.
         max_len: number of learned positions (prompt + solution).
-        head: ``'lm'`` for next-token logits, ``'scalar'`` for a value per position.
+        head: ``'lm'`` for next-token logits, ``'scalar'`` for a value per position,
+            ``'lm_value'`` for both (``vocab_size + 1`` outputs, the value last).
     """
 
     vocab_size: int
@@ -50,8 +55,8 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} not divisible by n_heads={self.n_heads}")
-        if self.head not in ("lm", "scalar"):
-            raise ValueError(f"head must be 'lm' or 'scalar', got {self.head!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         for f in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be positive, got {getattr(self, f)}")
@@ -62,7 +67,7 @@ class TransformerConfig:
 
     @property
     def out_dim(self) -> int:
-        return self.vocab_size if self.head == "lm" else 1
+        return {"lm": self.vocab_size, "scalar": 1, "lm_value": self.vocab_size + 1}[self.head]
 
     @property
     def matmul_params(self) -> int:
@@ -140,10 +145,15 @@ class Transformer(nnx.Module):
         self.pos = nnx.Param(pos_init(rngs.params(), (cfg.max_len, cfg.d_model)))
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
         self.ln_f = nnx.LayerNorm(cfg.d_model, rngs=rngs)
-        self.head = nnx.Linear(
-            cfg.d_model, cfg.out_dim, use_bias=cfg.head == "scalar",
-            kernel_init=nnx.initializers.normal(0.02), rngs=rngs,
-        )
+        init = nnx.initializers.normal(0.02)
+        if cfg.head == "scalar":
+            self.head = nnx.Linear(cfg.d_model, 1, kernel_init=init, rngs=rngs)
+        else:
+            self.head = nnx.Linear(cfg.d_model, cfg.vocab_size, use_bias=False, kernel_init=init,
+                                   rngs=rngs)
+        if cfg.head == "lm_value":
+            self.value = nnx.Linear(cfg.d_model, 1, kernel_init=init, rngs=rngs)
+            self.feat_w = nnx.Param(jnp.ones((N_FEATURES,), jnp.float32))
 
     def __call__(
         self,
@@ -178,7 +188,10 @@ class Transformer(nnx.Module):
         for i, blk in enumerate(self.blocks):
             x, c = blk(x, positions, None if cache is None else cache[i], write_pos)
             new_cache.append(c)
-        out = self.head(self.ln_f(x))
+        h = self.ln_f(x)
+        out = self.head(h)
+        if self.cfg.head == "lm_value":
+            out = jnp.concatenate([out, self.value(h)], axis=-1)
         return out, (None if cache is None else tuple(new_cache))
 
 
