@@ -53,11 +53,22 @@ def reward_sources(cfg: DictConfig, methods, task, policy) -> dict[str, RewardSo
     out = {}
     if not kinds:
         return out
+    head = str(cfg.reward.get("head", "scalar"))
+    if head not in ("scalar", "lm_value"):
+        raise ConfigError(f"reward.head must be scalar or lm_value, got {head!r}")
+    if head == "lm_value" and not cfg.reward.init_from_policy:
+        raise ConfigError("reward.head=lm_value reads a trained LM's log-probabilities: it needs "
+                          "reward.init_from_policy=true")
     base = policy
-    if cfg.reward.get("base"):
-        # a larger verifier trunk: another policy config trained on the same data
-        base = same_data_policy(cfg, task, policy, str(cfg.reward.base), progress=cfg.progress)
-    rcfg = dataclasses.replace(base.cfg, head="scalar")
+    if cfg.reward.get("base") or cfg.reward.get("base_steps"):
+        # the verifier's trunk: a policy config trained on the same data (longer, or larger)
+        name = str(cfg.reward.get("base") or cfg.policy.name)
+        base = same_data_policy(cfg, task, policy, name, steps=cfg.reward.get("base_steps"),
+                                progress=cfg.progress)
+        tr = base.meta.get("train", {})
+        print(f"verifier trunk {base.meta.get('id')} ({name}, {tr.get('steps_run')} steps): "
+              f"single-sample accuracy {tr.get('val_accuracy', float('nan')):.3f}")
+    rcfg = dataclasses.replace(base.cfg, head=head)
     try:
         labels = LabelConfig(**OmegaConf.to_container(cfg.reward.labels, resolve=True))
     except TypeError as e:
@@ -91,10 +102,10 @@ def eval_config(cfg: DictConfig) -> EvalConfig:
         raise ConfigError(f"eval: {err}") from None
 
 
-def write_outputs(store: ResultsStore, run_dir: Path) -> Path:
-    write_frontier_csv(store.records, run_dir / "frontier.csv")
+def write_outputs(records: list[dict], run_dir: Path) -> Path:
+    write_frontier_csv(records, run_dir / "frontier.csv")
     plot = run_dir / "pareto.png"
-    plot_pareto(store.records, plot)
+    plot_pareto(records, plot)
     return plot
 
 
@@ -143,14 +154,20 @@ def run(cfg: DictConfig) -> RunOutcome:
     rewards = reward_sources(cfg, methods, task, policy)
     new = evaluate(policy, task, methods, ecfg, store, run_dir=run_dir, rewards=rewards,
                    run_config=run_config, progress=cfg.progress)
-    plot = write_outputs(store, run_dir)
+    outcome = RunOutcome(store=store, tag=run_tag(policy, task, ecfg, rewards), task=task,
+                         policy=policy, rewards=rewards, run_dir=run_dir)
+    # the outputs show this configuration only: results.jsonl keeps every configuration run
+    # into this directory (a changed model or test set gets a new key tag)
+    records = outcome.records
+    plot = write_outputs(records, run_dir)
     if mirror is not None:
         mirror.finish(plot)
-    print(format_table(store.records))
-    print(f"\n{len(new)} new record(s), {len(store.records)} in {store.path}; "
-          f"frontier.csv and pareto.png in {run_dir} ({time.time() - t0:.0f}s)")
-    return RunOutcome(store=store, tag=run_tag(policy, task, ecfg, rewards), task=task,
-                      policy=policy, rewards=rewards, run_dir=run_dir)
+    print(format_table(records))
+    older = len(store.records) - len(records)
+    print(f"\n{len(new)} new record(s), {len(records)} of this configuration in {store.path}"
+          + (f" (and {older} of earlier configurations)" if older else "")
+          + f"; frontier.csv and pareto.png in {run_dir} ({time.time() - t0:.0f}s)")
+    return outcome
 
 
 main = hydra_entry(run)

@@ -16,6 +16,7 @@ TINY = [
     "eval.n_problems=12", "budgets=[1,2,4]", "search_budgets=[1,2,4]", "progress=false",
     "reward.labels.problems=8", "reward.labels.samples_per_problem=2", "reward.labels.rollouts=2",
     "reward.train.steps=6", "reward.train.eval_every=3", "reward.train.batch_size=16",
+    "reward.base_steps=40",
 ]
 
 
@@ -54,6 +55,12 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
     run(_cfg(tmp_path))
     assert "0 new record(s)" in capsys.readouterr().out
     assert len((out / "results.jsonl").read_text().splitlines()) == len(recs)
+    # another configuration into the same directory: its outputs show only its own records
+    res = run(_cfg(tmp_path, "eval.n_problems=8", "methods=[{name:single}]"))
+    assert [r["method"] for r in res.records] == ["single"]
+    assert f"and {len(recs)} of earlier configurations" in capsys.readouterr().out
+    rows = (out / "frontier.csv").read_text().splitlines()[1:]
+    assert rows and all(r.startswith("single,") for r in rows)
 
 
 @pytest.mark.parametrize(
@@ -66,6 +73,7 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
         ("methods=[{name:majority,reward:prm}]", "does not take"),
         ("methods=[{name:beam,reward:orm}]", "needs a step reward"),
         ("task.min_ops=0", "task:"),
+        ("reward.head=bogus", "reward.head must be"),
     ],
 )
 def test_bad_overrides_exit_with_one_paragraph(tmp_path, override, message):
