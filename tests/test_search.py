@@ -17,6 +17,7 @@ from ttc.search.loop import (
     _search_jit,
     finish,
     gather_rows,
+    gather_rows_window,
     init_search,
     propose_and_score,
     run_search,
@@ -179,3 +180,73 @@ def test_particle_filter_recovers_target_posterior(small_task, trained_policy):
     z = np.abs(pf - ref) / np.sqrt(se_pf**2 + se_ref**2 + 1e-12)
     assert np.all(np.abs(pf - ref) <= 4 * np.sqrt(se_pf**2 + se_ref**2) + 0.01), (z.round(1), tv)
     assert np.all(tv < 0.1), tv
+
+
+def _observable_equal(a, b, lo=0):
+    """Two search states agree on everything a later step can read: every leaf but the policy's
+    KV cache exactly, the cache on each row's slots ``[lo, length)`` (``lo`` > 0: below it, the
+    caller's synthetic caches are not the same in all rows of a problem as real prompts are)."""
+    length = np.asarray(a.dec.length)
+    flat_a = jax.tree_util.tree_leaves_with_path(a.replace(dec=a.dec.replace(cache=None)))
+    flat_b = jax.tree_util.tree_leaves(b.replace(dec=b.dec.replace(cache=None)))
+    for (path, x), y in zip(flat_a, flat_b, strict=True):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
+    for x, y in zip(jax.tree.leaves(a.dec.cache), jax.tree.leaves(b.dec.cache), strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        for r, n in enumerate(length):
+            np.testing.assert_array_equal(x[r, :, lo:n], y[r, :, lo:n])
+
+
+def test_windowed_selection_gather_matches_full_gather(small_task, trained_policy):
+    """The selection's windowed cache gather is observably the full gather: on a real
+    mid-search state (random ancestors within each problem, the identity), and on synthetic
+    lengths whose window ends at the last slot (its last piece overlaps the one before)."""
+    task, pol = small_task, trained_policy
+    n, ps = 4, task.problems(3, seed=2, split="test")
+    cache_len = task.max_prompt_len + task.max_solution_len
+    gold_rows = jnp.repeat(jnp.asarray(ps.gold), n, axis=0)
+    p4 = (pol.graphdef, pol.params, None, gold_rows)
+    s = init_search(p4, _oracle(task), task, jnp.asarray(ps.prompts), jnp.asarray(ps.prompt_len),
+                    jax.random.key(0), n=n, cache_len=cache_len)
+    step = jax.jit(functools.partial(propose_and_score, p4, _oracle(task), task,
+                                     SearchConfig(method="beam")))
+    rng = np.random.default_rng(0)
+    gather = jax.jit(gather_rows_window)
+    for _ in range(2):
+        s = step(s, SP)
+        anc = (np.arange(3)[:, None] * n + rng.integers(0, n, (3, n))).reshape(-1)
+        for idx in (anc, np.arange(3 * n)):
+            _observable_equal(gather_rows(s, jnp.asarray(idx)), gather(s, jnp.asarray(idx)))
+    # synthetic: random caches, a window [t - 13, t) (pieces of 8 slots: the last overlaps)
+    t = s.dec.cache_len
+    cache = jax.tree.map(lambda c: jnp.asarray(rng.normal(size=c.shape), c.dtype), s.dec.cache)
+    length = jnp.asarray(rng.integers(t - 13, t + 1, 3 * n), jnp.int32)
+    synth = s.replace(dec=s.dec.replace(cache=cache, prompt_len=jnp.full((3 * n,), t - 13),
+                                        length=length))
+    _observable_equal(gather_rows(synth, jnp.asarray(anc)), gather(synth, jnp.asarray(anc)), t - 13)
+
+
+def test_chunking_sorts_problems_and_keeps_caller_order(small_task, trained_policy):
+    """run_search queues problems by prompt length in chunks: a problem's result does not
+    depend on the caller's order of the problem set, and chunk sizes are accounted right."""
+    task, pol = small_task, trained_policy
+    ps = task.problems(7, seed=8, split="test")
+    perm = np.random.default_rng(1).permutation(len(ps))
+
+    def go(order, chunk_rows):
+        return run_search(pol.graphdef, pol.params, _oracle(task), None, task,
+                          ps.prompts[order], ps.prompt_len[order], ps.gold[order],
+                          cfg=SearchConfig(method="beam", beam_width=2), num_samples=4,
+                          sampling=SP, key=jax.random.key(3), chunk_rows=chunk_rows)
+
+    a, b = go(np.arange(len(ps)), 8), go(perm, 8)
+    np.testing.assert_array_equal(a.answers[perm], b.answers)
+    np.testing.assert_array_equal(a.chosen[perm], b.chosen)
+    for k in a.work:
+        np.testing.assert_array_equal(a.work[k][perm], b.work[k])
+    # executed decode row-steps: each chunk's loop iterations times all its rows (padding of
+    # the last chunk included), spread over its problems
+    c = go(np.arange(len(ps)), 12)  # 3 problems per chunk: 3 chunks, the last one padded
+    assert np.all(c.work["dec_steps"] >= c.work["dec_tokens"])
