@@ -507,18 +507,18 @@ def bench_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
     # change on a shared machine hits all of them alike); the fastest call of each is reported
     runs = {"best_of_n": lambda seed: pool_run(n, seed)}
     runs.update({m: (lambda seed, m=m: search_run(m, n, seed)) for m in SEARCH_METHODS})
-    outs = {name: f(0) for name, f in runs.items()}  # warm-up: compile excluded
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    outs = {m: f(0) for m, f in runs.items()}  # warm-up: compile excluded
+    times: dict[str, list[float]] = {m: [] for m in runs}
     for _ in range(max(1, args.method_repeats)):
-        for name, f in runs.items():
+        for m, f in runs.items():
             t0 = time.perf_counter()
-            outs[name] = f(1)
-            times[name].append(time.perf_counter() - t0)
+            outs[m] = f(1)
+            times[m].append(time.perf_counter() - t0)
 
-    def timing(name: str, tok: float) -> dict[str, Any]:
-        t = min(times[name])
+    def timing(m: str, tok: float) -> dict[str, Any]:
+        t = min(times[m])
         return {"s_per_token": t / tok, "rel_to_bon": (t / tok) / base, "wall_s": t,
-                "wall_s_median": float(np.median(times[name])), "repeats": len(times[name])}
+                "wall_s_median": float(np.median(times[m])), "repeats": len(times[m])}
 
     s = outs["best_of_n"]
     tok = float(s.useful_tokens.sum())
