@@ -12,6 +12,7 @@ from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
 from ttc.models.reward import score_logits
 from ttc.models.transformer import create
+from ttc.testing import run_search_steps
 from ttc.train import TrainConfig
 from ttc.train_reward import LabelConfig, init_from_policy, monte_carlo_labels, train_reward_model
 
@@ -72,14 +73,12 @@ def test_lm_value_logits_match_reference(small_task, trained_policy):
 
 
 def test_incremental_lm_value_equals_full_forward(small_task, trained_policy):
-    from tests.test_rewards import _run_steps
-
     task = small_task
     rm = _verifier(trained_policy)
     spec = R.RewardSpec(kind="prm", graphdef=rm.graphdef, window=task.max_step_len)
     ps = task.problems(6, seed=0, split="test")
     n = 4
-    s, seen = _run_steps(trained_policy, spec, rm.params, task, ps, n, jax.random.key(0),
+    s, seen = run_search_steps(trained_policy, spec, rm.params, task, ps, n, jax.random.key(0),
                          task.max_steps + 1)
     tokens = np.asarray(s.dec.tokens)
     plen = np.repeat(ps.prompt_len, n)

@@ -1,7 +1,5 @@
 """Reward sources: aggregation, incremental scoring == full scoring, oracle == exact checker."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,9 +8,8 @@ from flax import nnx
 
 from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
-from ttc.decode import SamplingParams
 from ttc.models.transformer import create
-from ttc.search.loop import SearchConfig, init_search, propose_and_score
+from ttc.testing import run_search_steps
 
 
 def ref_aggregate(scores, mask, how):
@@ -42,28 +39,12 @@ def _prm(policy_cfg, seed=3):
     return LoadedModel.from_module(create(dataclasses.replace(policy_cfg, head="scalar"), seed))
 
 
-def _run_steps(policy, spec, rparams, task, ps, n, key, steps):
-    """Propose+score ``steps`` times without selection; returns state and per-step scores."""
-    cache_len = task.max_prompt_len + task.max_solution_len
-    gold_rows = jnp.repeat(jnp.asarray(ps.gold), n, axis=0)
-    pol = (policy.graphdef, policy.params, rparams, gold_rows)
-    s = init_search(pol, spec, task, jnp.asarray(ps.prompts), jnp.asarray(ps.prompt_len), key,
-                    n=n, cache_len=cache_len)
-    step = jax.jit(functools.partial(propose_and_score, pol, spec, task,
-                                     SearchConfig(method="beam")))
-    seen = []
-    for _ in range(steps):
-        s = step(s, SamplingParams.make(1.0))
-        seen.append((np.asarray(s.moved), np.asarray(s.last), np.asarray(s.dec.length)))
-    return s, seen
-
-
 def test_incremental_prm_equals_full_forward(small_task, trained_policy):
     task = small_task
     prm = _prm(trained_policy.cfg)
     spec = R.RewardSpec(kind="prm", graphdef=prm.graphdef, window=task.max_step_len)
     ps = task.problems(6, seed=0, split="test")
-    s, seen = _run_steps(trained_policy, spec, prm.params, task, ps, 4, jax.random.key(0),
+    s, seen = run_search_steps(trained_policy, spec, prm.params, task, ps, 4, jax.random.key(0),
                          task.max_steps + 1)
     tokens = s.dec.tokens
     full = np.asarray(jax.nn.sigmoid(nnx.merge(prm.graphdef, prm.params)(tokens)[0][..., 0]))
@@ -84,7 +65,7 @@ def test_oracle_scores_match_step_checker(small_task, trained_policy):
     spec = R.RewardSpec(kind="oracle", window=task.max_step_len)
     ps = task.problems(8, seed=1, split="test")
     n = 4
-    s, seen = _run_steps(trained_policy, spec, None, task, ps, n, jax.random.key(2),
+    s, seen = run_search_steps(trained_policy, spec, None, task, ps, n, jax.random.key(2),
                          task.max_steps + 1)
     tokens = np.asarray(s.dec.tokens)
     tok = task.tokenizer

@@ -1,0 +1,43 @@
+"""Helpers shared by the test suite (importable from any test module, unlike ``tests/*``,
+which is not a package)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttc.decode import SamplingParams
+from ttc.search.loop import SearchConfig, init_search, propose_and_score
+
+
+def run_search_steps(policy, spec, rparams, task, ps, n: int, key, steps: int):
+    """Runs the search loop's propose+score ``steps`` times without any selection.
+
+    Args:
+        policy: the policy (a :class:`ttc.checkpoint.LoadedModel`).
+        spec: the :class:`ttc.rewards.RewardSpec` scoring each step.
+        rparams: the reward model's parameters (``None`` for the oracle).
+        task: the task; ``ps`` its problem set.
+        n: rows per problem.
+        key: PRNG key.
+        steps: how many propose+score calls.
+
+    Returns:
+        The final search state and, per call, ``(moved, last score, length)`` as NumPy arrays of
+        shape ``[len(ps) * n]``.
+    """
+    cache_len = task.max_prompt_len + task.max_solution_len
+    gold_rows = jnp.repeat(jnp.asarray(ps.gold), n, axis=0)
+    pol = (policy.graphdef, policy.params, rparams, gold_rows)
+    s = init_search(pol, spec, task, jnp.asarray(ps.prompts), jnp.asarray(ps.prompt_len), key,
+                    n=n, cache_len=cache_len)
+    step = jax.jit(functools.partial(propose_and_score, pol, spec, task,
+                                     SearchConfig(method="beam")))
+    seen = []
+    for _ in range(steps):
+        s = step(s, SamplingParams.make(1.0))
+        seen.append((np.asarray(s.moved), np.asarray(s.last), np.asarray(s.dec.length)))
+    return s, seen
