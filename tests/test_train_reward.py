@@ -65,3 +65,44 @@ def test_init_from_policy_copies_trunk(trained_policy):
     a, b = nnx.to_pure_dict(rm.params), nnx.to_pure_dict(trained_policy.params)
     np.testing.assert_array_equal(a["embed"]["embedding"], b["embed"]["embedding"])
     assert a["head"]["kernel"].shape[-1] == 1
+
+
+def test_interrupted_reward_training_resumes_exactly(small_task, trained_policy, tmp_path,
+                                                     monkeypatch):
+    import jax.tree_util as jtu
+    import pytest
+
+    import ttc.train_reward as TR
+    from ttc import checkpoint
+
+    cfg = LabelConfig(problems=12, samples_per_problem=2, rollouts=2)
+    d = monte_carlo_labels(trained_policy, small_task, cfg, progress=False)
+    tc = TrainConfig(steps=6, batch_size=8, eval_every=2, warmup=1, lr=1e-2)
+    for head in ("lm_value", "scalar"):
+        rcfg = dataclasses.replace(trained_policy.cfg, head=head)
+        kw = dict(init_from=trained_policy, group_size=2, progress=False)
+        whole = train_reward_model("prm", d, d, small_task, rcfg, tc, out_dir=tmp_path / head,
+                                   **kw)
+        real = TR.reward_quality
+        calls = []
+
+        def crash_on_third(*a, _real=real, **k):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt  # killed after the step-4 snapshot was written
+            return _real(*a, **k)
+
+        monkeypatch.setattr(TR, "reward_quality", crash_on_third)
+        out = tmp_path / f"{head}-b"
+        with pytest.raises(KeyboardInterrupt):
+            train_reward_model("prm", d, d, small_task, rcfg, tc, out_dir=out, **kw)
+        snap = tmp_path / f"{head}-b.resume.npz"
+        assert snap.exists() and not checkpoint.exists(out)
+        monkeypatch.setattr(TR, "reward_quality", real)
+        resumed = train_reward_model("prm", d, d, small_task, rcfg, tc, out_dir=out, **kw)
+        assert not snap.exists() and checkpoint.exists(out)
+        assert [h["step"] for h in resumed.meta["train"]["history"]] == [2, 4, 6]
+        assert resumed.meta["train"]["selected_step"] == whole.meta["train"]["selected_step"]
+        for x, y in zip(jtu.tree_leaves(whole.params), jtu.tree_leaves(resumed.params),
+                        strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)

@@ -219,13 +219,18 @@ def _head_step(graphdef, trainable, frozen, opt_state, batch, *, tx):
 def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Task,
                        model_cfg: TransformerConfig, cfg: TrainConfig, *,
                        init_from: LoadedModel | None = None, group_size: int | None = None,
-                       progress: bool = True) -> LoadedModel:
+                       out_dir: str | Path | None = None, progress: bool = True) -> LoadedModel:
     """Trains a PRM (per-step MC labels) or ORM (final correctness at every step end),
     optionally starting from the policy's trunk (``init_from``).
 
     The checkpoint kept is the evaluation with the best within-problem AUC on ``val`` (rows in
     groups of ``group_size`` solutions per problem) — what best-of-N and search use — or the
-    best plain AUC without groups."""
+    best plain AUC without groups.
+
+    With ``out_dir`` the model is saved there, and a resume snapshot (trained parameters,
+    optimiser state, data-order RNG, history, best evaluation so far) is written atomically to
+    ``<out_dir>.resume.npz`` at every evaluation: an interrupted run with the same configuration
+    continues from it, to the same result."""
     if kind not in ("prm", "orm"):
         raise ValueError(f"kind must be prm or orm, got {kind!r}")
     module = create(model_cfg, seed=cfg.seed + (1 if kind == "prm" else 2))
@@ -242,26 +247,47 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
         data.final[:, None], data.labels.shape).astype(np.float32)
     tx = make_optimizer(cfg)
     if frozen_trunk:  # only the value head and the feature weights learn
-        tgraph, trainable, frozen = nnx.split(nnx.merge(graphdef, params), _HEAD, nnx.Param)
-        opt_state = tx.init(trainable)
+        tgraph, w, frozen = nnx.split(nnx.merge(graphdef, params), _HEAD, nnx.Param)
+
+        def step_fn(w, opt_state, batch):
+            return _head_step(tgraph, w, frozen, opt_state, batch, tx=tx)
+
+        def to_params(w):
+            return nnx.split(nnx.merge(tgraph, w, frozen), nnx.Param)[1]
     else:
-        opt_state = tx.init(params)
+        w = params
+
+        def step_fn(w, opt_state, batch):
+            return train_step(graphdef, w, opt_state, batch, tx=tx, loss_fn=reward_loss)
+
+        def to_params(w):
+            return w
+    opt_state = tx.init(w)
     rng = np.random.default_rng(cfg.seed)
     t0 = time.time()
-    history, quality, step, best = [], {}, 0, None
-    bar = tqdm(range(1, cfg.steps + 1), desc=f"train {kind}", disable=not progress)
+    history, quality, step, best, start = [], {}, 0, None, 1
+    snap = None if out_dir is None else Path(str(out_dir) + ".resume.npz")
+    run_cfg = {"kind": kind, "train": dataclasses.asdict(cfg),
+               "model": dataclasses.asdict(model_cfg)}
+    resumed = None if snap is None else checkpoint.load_snapshot(
+        snap, {"w": w, "opt_state": opt_state, "best": params})
+    if resumed is not None and resumed[1].get("cfg") == run_cfg:
+        trees, rmeta = resumed
+        w, opt_state = trees["w"], trees["opt_state"]
+        rng.bit_generator.state = rmeta["rng"]
+        history, start = rmeta["history"], rmeta["step"] + 1
+        best = (rmeta["best_auc"], rmeta["best_step"], trees["best"], rmeta["best_quality"])
+        log.info("resuming %s training from %s at step %d", kind, snap, start)
+    bar = tqdm(range(start, cfg.steps + 1), desc=f"train {kind}", disable=not progress,
+               initial=start - 1, total=cfg.steps)
+    step = start - 1
     for step in bar:
         i = rng.integers(0, len(data.tokens), cfg.batch_size)
         batch = tuple(jnp.asarray(a[i]) for a in (data.tokens, data.prompt_len, data.ends,
                                                    labels, data.mask))
-        if frozen_trunk:
-            trainable, opt_state, loss = _head_step(tgraph, trainable, frozen, opt_state, batch,
-                                                    tx=tx)
-            params = nnx.split(nnx.merge(tgraph, trainable, frozen), nnx.Param)[1]
-        else:
-            params, opt_state, loss = train_step(graphdef, params, opt_state, batch, tx=tx,
-                                                 loss_fn=reward_loss)
+        w, opt_state, loss = step_fn(w, opt_state, batch)
         if step % cfg.eval_every == 0 or step == cfg.steps:
+            params = to_params(w)
             quality = reward_quality(spec, params, task, val, group_size)
             history.append({"step": step, "loss": float(loss), **quality,
                             "time_s": round(time.time() - t0, 1)})
@@ -269,15 +295,26 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
             log.info("%s step %d loss %.4f %s", kind, step, float(loss), quality)
             auc = quality.get("within_auc", quality["final_auc"])
             if best is None or (np.isfinite(auc) and not auc <= best[0]):
-                # keep a copy: the next train_step donates (deletes) these buffers
+                # keep a copy: the next step donates (deletes) these buffers
                 best = (auc, step, jax.tree.map(lambda x: jnp.array(x, copy=True), params),
                         quality)
+            if snap is not None and step < cfg.steps:
+                checkpoint.save_snapshot(
+                    snap, {"w": w, "opt_state": opt_state, "best": best[2]},
+                    {"step": step, "rng": rng.bit_generator.state, "history": history,
+                     "cfg": run_cfg, "best_auc": best[0], "best_step": best[1],
+                     "best_quality": best[3]})
     _, best_step, params, quality = best
     meta = {"kind": kind, "train": {**dataclasses.asdict(cfg), "steps_run": step,
                                     "selected_step": best_step,
                                     "time_s": round(time.time() - t0, 1), "history": history},
             "quality": quality}
-    return LoadedModel(cfg=model_cfg, graphdef=graphdef, params=params, meta=meta)
+    model = LoadedModel(cfg=model_cfg, graphdef=graphdef, params=params, meta=meta)
+    if out_dir is not None:
+        checkpoint.save(out_dir, model)
+        if snap is not None:
+            snap.unlink(missing_ok=True)
+    return model
 
 
 def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: TransformerConfig,
@@ -306,8 +343,7 @@ def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: Tran
         data, val = _labels(policy, task, label_cfg, data_path, progress)
         m = train_reward_model(kind, data, val, task, model_cfg, cfg, progress=progress,
                                init_from=trunk if init_from_policy else None,
-                               group_size=label_cfg.samples_per_problem)
-        checkpoint.save(path, m)
+                               group_size=label_cfg.samples_per_problem, out_dir=path)
     m.meta["id"] = path.name
     return m
 
