@@ -280,7 +280,8 @@ def check_method_by_difficulty(cs: dict[str, Curve], *, baseline: str, candidate
         sel = bins == kb
         accs = "; ".join(f"{c}: " + "/".join(_fmt(sub[c].per_problem[i, sel].mean(), 2)
                                                for i in range(len(budgets))) for c in sub)
-        rows.append([f"{kb + 1} ({'easiest' if kb == 0 else 'hardest' if kb == k - 1 else ''})",
+        name = {0: " (easiest)", k - 1: " (hardest)"}.get(kb, "")
+        rows.append([f"{kb + 1}{name}",
                      *[res.chosen_full[kb, i] for i in range(len(budgets))], accs])
     table = _table(["difficulty bin", *[f"N={b}" for b in budgets],
                     "accuracy per method at N=" + "/".join(str(b) for b in budgets)], rows)
