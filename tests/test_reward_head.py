@@ -12,7 +12,7 @@ from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
 from ttc.models.reward import score_logits
 from ttc.models.transformer import create
-from ttc.testing import run_search_steps
+from ttc.testing import check_step_scores, run_search_steps
 from ttc.train import TrainConfig
 from ttc.train_reward import LabelConfig, init_from_policy, monte_carlo_labels, train_reward_model
 
@@ -79,18 +79,11 @@ def test_incremental_lm_value_equals_full_forward(small_task, trained_policy):
     ps = task.problems(6, seed=0, split="test")
     n = 4
     s, seen = run_search_steps(trained_policy, spec, rm.params, task, ps, n, jax.random.key(0),
-                         task.max_steps + 1)
+                               task.max_steps + 1)
     tokens = np.asarray(s.dec.tokens)
     plen = np.repeat(ps.prompt_len, n)
     full = 1 / (1 + np.exp(-ref_logits(trained_policy, rm, tokens, plen)))
-    tok = task.tokenizer
-    checked = 0
-    for moved, last, length in seen:
-        for b in np.flatnonzero(moved):
-            pos = length[b] - 1
-            if int(tokens[b, pos]) in (tok.step_id, tok.EOS):
-                assert abs(last[b] - np.clip(full[b, pos], R.EPS, 1 - R.EPS)) < 1e-4
-                checked += 1
+    checked = check_step_scores(seen, tokens, full, task.tokenizer)
     assert checked >= 24
 
 

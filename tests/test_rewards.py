@@ -9,7 +9,7 @@ from flax import nnx
 from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
 from ttc.models.transformer import create
-from ttc.testing import run_search_steps
+from ttc.testing import check_step_scores, run_search_steps
 
 
 def ref_aggregate(scores, mask, how):
@@ -45,18 +45,10 @@ def test_incremental_prm_equals_full_forward(small_task, trained_policy):
     spec = R.RewardSpec(kind="prm", graphdef=prm.graphdef, window=task.max_step_len)
     ps = task.problems(6, seed=0, split="test")
     s, seen = run_search_steps(trained_policy, spec, prm.params, task, ps, 4, jax.random.key(0),
-                         task.max_steps + 1)
+                               task.max_steps + 1)
     tokens = s.dec.tokens
     full = np.asarray(jax.nn.sigmoid(nnx.merge(prm.graphdef, prm.params)(tokens)[0][..., 0]))
-    tok = task.tokenizer
-    checked = 0
-    for moved, last, length in seen:
-        for b in np.flatnonzero(moved):
-            pos = length[b] - 1
-            if int(tokens[b, pos]) in (tok.step_id, tok.EOS):
-                ref = np.clip(full[b, pos], R.EPS, 1 - R.EPS)
-                assert abs(last[b] - ref) < 1e-4
-                checked += 1
+    checked = check_step_scores(seen, tokens, full, task.tokenizer)
     assert checked >= 24
 
 
@@ -66,7 +58,7 @@ def test_oracle_scores_match_step_checker(small_task, trained_policy):
     ps = task.problems(8, seed=1, split="test")
     n = 4
     s, seen = run_search_steps(trained_policy, spec, None, task, ps, n, jax.random.key(2),
-                         task.max_steps + 1)
+                               task.max_steps + 1)
     tokens = np.asarray(s.dec.tokens)
     tok = task.tokenizer
     checked = 0

@@ -41,3 +41,22 @@ def run_search_steps(policy, spec, rparams, task, ps, n: int, key, steps: int):
         s = step(s, SamplingParams.make(1.0))
         seen.append((np.asarray(s.moved), np.asarray(s.last), np.asarray(s.dec.length)))
     return s, seen
+
+
+def check_step_scores(seen, tokens, full_probs, tokenizer, *, atol: float = 1e-4) -> int:
+    """Asserts that every incremental step score in ``seen`` (from :func:`run_search_steps`)
+    equals the full-forward probability ``full_probs[row, position]`` at that step's last token
+    (a step delimiter or ``EOS``), clipped as the search clips scores; returns how many were
+    checked."""
+    from ttc.rewards import EPS
+
+    tokens = np.asarray(tokens)
+    checked = 0
+    for moved, last, length in seen:
+        for b in np.flatnonzero(moved):
+            pos = length[b] - 1
+            if int(tokens[b, pos]) in (tokenizer.step_id, tokenizer.EOS):
+                ref = np.clip(full_probs[b, pos], EPS, 1 - EPS)
+                assert abs(last[b] - ref) < atol, (b, pos, last[b], ref)
+                checked += 1
+    return checked
