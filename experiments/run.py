@@ -31,7 +31,7 @@ from ttc.methods import MethodSpec, make_spec
 from ttc.plots import plot_pareto, write_frontier_csv
 from ttc.results import ResultsStore
 from ttc.rewards import RewardSpec
-from ttc.train import get_policy
+from ttc.train import TrainConfig, get_policy
 from ttc.train_reward import LabelConfig, get_reward_model
 
 log = logging.getLogger("ttc.run")
@@ -47,36 +47,61 @@ def method_specs(cfg: DictConfig) -> list[MethodSpec]:
     return specs
 
 
-def reward_sources(cfg: DictConfig, methods, task, policy) -> dict[str, RewardSource]:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RewardSettings:
+    """The validated ``reward`` section: head, trunk choice, labelling and training configs."""
+
+    head: str
+    init_from_policy: bool
+    base: str | None
+    base_steps: int | None
+    labels: LabelConfig
+    train: TrainConfig
+
+
+def reward_settings(cfg: DictConfig) -> RewardSettings:
+    """Parses and checks ``cfg.reward`` (before anything is trained, so a mistake there stops
+    the job at once)."""
+    r = cfg.reward
+    head = str(r.get("head", "scalar"))
+    if head not in ("scalar", "lm_value"):
+        raise ConfigError(f"reward.head must be scalar or lm_value, got {head!r}")
+    if head == "lm_value" and not r.init_from_policy:
+        raise ConfigError("reward.head=lm_value reads a trained LM's log-probabilities: it needs "
+                          "reward.init_from_policy=true")
+    steps = r.get("base_steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ConfigError(f"reward.base_steps must be a positive integer or null, got {steps!r}")
+    try:
+        labels = LabelConfig(**OmegaConf.to_container(r.labels, resolve=True))
+    except TypeError as e:
+        raise ConfigError(f"reward.labels: {e}") from None
+    return RewardSettings(head=head, init_from_policy=bool(r.init_from_policy),
+                          base=None if r.get("base") is None else str(r.base), base_steps=steps,
+                          labels=labels, train=train_config(r.train))
+
+
+def reward_sources(cfg: DictConfig, methods, task, policy,
+                   settings: RewardSettings | None = None) -> dict[str, RewardSource]:
     """Trains (or loads cached) PRM/ORM models that the methods need."""
     kinds = sorted({m.reward for m in methods if m.reward in ("prm", "orm")})
     out = {}
     if not kinds:
         return out
-    head = str(cfg.reward.get("head", "scalar"))
-    if head not in ("scalar", "lm_value"):
-        raise ConfigError(f"reward.head must be scalar or lm_value, got {head!r}")
-    if head == "lm_value" and not cfg.reward.init_from_policy:
-        raise ConfigError("reward.head=lm_value reads a trained LM's log-probabilities: it needs "
-                          "reward.init_from_policy=true")
+    rs = reward_settings(cfg) if settings is None else settings
     base = policy
-    if cfg.reward.get("base") or cfg.reward.get("base_steps"):
+    if rs.base or rs.base_steps:
         # the verifier's trunk: a policy config trained on the same data (longer, or larger)
-        name = str(cfg.reward.get("base") or cfg.policy.name)
-        base = same_data_policy(cfg, task, policy, name, steps=cfg.reward.get("base_steps"),
+        name = rs.base or str(cfg.policy.name)
+        base = same_data_policy(cfg, task, policy, name, steps=rs.base_steps,
                                 progress=cfg.progress)
         tr = base.meta.get("train", {})
         print(f"verifier trunk {base.meta.get('id')} ({name}, {tr.get('steps_run')} steps): "
               f"single-sample accuracy {tr.get('val_accuracy', float('nan')):.3f}")
-    rcfg = dataclasses.replace(base.cfg, head=head)
-    try:
-        labels = LabelConfig(**OmegaConf.to_container(cfg.reward.labels, resolve=True))
-    except TypeError as e:
-        raise ConfigError(f"reward.labels: {e}") from None
-    tcfg = train_config(cfg.reward.train)
+    rcfg = dataclasses.replace(base.cfg, head=rs.head)
     for kind in kinds:
-        m = get_reward_model(kind, policy, task, rcfg, labels, tcfg, cache_dir=cfg.cache_dir,
-                             init_from_policy=bool(cfg.reward.init_from_policy),
+        m = get_reward_model(kind, policy, task, rcfg, rs.labels, rs.train,
+                             cache_dir=cfg.cache_dir, init_from_policy=rs.init_from_policy,
                              base=None if base is policy else base, progress=cfg.progress)
         q = m.meta.get("quality", {})
         log.info("%s %s quality: %s", kind, m.meta.get("id"), q)
@@ -137,6 +162,7 @@ def run(cfg: DictConfig) -> RunOutcome:
     ecfg = eval_config(cfg)
     pcfg = policy_config(cfg, task)
     tcfg = train_config(cfg.train)
+    rsettings = reward_settings(cfg)
     mirror = None
     if cfg.logger.name == "wandb":
         from ttc.tracking import WandbMirror
@@ -151,7 +177,7 @@ def run(cfg: DictConfig) -> RunOutcome:
                         checkpoint_path=as_path(cfg.policy.checkpoint), progress=cfg.progress)
     run_config = {"task": dataclasses.asdict(task), "policy": dataclasses.asdict(pcfg),
                   "policy_id": policy.meta.get("id")}
-    rewards = reward_sources(cfg, methods, task, policy)
+    rewards = reward_sources(cfg, methods, task, policy, rsettings)
     new = evaluate(policy, task, methods, ecfg, store, run_dir=run_dir, rewards=rewards,
                    run_config=run_config, progress=cfg.progress)
     outcome = RunOutcome(store=store, tag=run_tag(policy, task, ecfg, rewards), task=task,

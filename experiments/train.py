@@ -22,16 +22,17 @@ log = logging.getLogger("ttc.train")
 
 @friendly_errors
 def run(cfg: DictConfig) -> None:
+    from experiments.run import method_specs, reward_settings, reward_sources
+
     task = build_task(cfg)
+    methods, rsettings = method_specs(cfg), reward_settings(cfg)
     policy = get_policy(task, policy_config(cfg, task), train_config(cfg.train),
                         cache_dir=cfg.cache_dir, progress=cfg.progress)
     tr = policy.meta.get("train", {})
     print(f"policy {policy.meta.get('id')}: {policy.cfg.n_params} parameters, "
           f"{tr.get('steps_run')} steps, validation single-sample accuracy "
           f"{tr.get('val_accuracy', float('nan')):.3f}")
-    from experiments.run import method_specs, reward_sources
-
-    reward_sources(cfg, method_specs(cfg), task, policy)
+    reward_sources(cfg, methods, task, policy, rsettings)
     if cfg.get("save_to"):
         dst = checkpoint.save(cfg.save_to, policy)
         print(f"saved a copy to {dst}")

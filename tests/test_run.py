@@ -74,6 +74,7 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
         ("methods=[{name:beam,reward:orm}]", "needs a step reward"),
         ("task.min_ops=0", "task:"),
         ("reward.head=bogus", "reward.head must be"),
+        ("reward.base_steps=0", "reward.base_steps must be"),
     ],
 )
 def test_bad_overrides_exit_with_one_paragraph(tmp_path, override, message):
@@ -85,6 +86,8 @@ def test_bad_overrides_exit_with_one_paragraph(tmp_path, override, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+    # the mistake is caught before any model is trained
+    assert not list((tmp_path / "c").glob("policy-*"))
 
 
 def test_unknown_method_group_is_a_hydra_error(tmp_path):
