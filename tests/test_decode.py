@@ -74,11 +74,16 @@ def test_greedy_is_deterministic_and_matches_reference(task, tiny_policy):
     a = _run(*args, jax.random.key(0), SamplingParams.make(0.0), **kw)
     b = _run(*args, jax.random.key(5), SamplingParams.make(0.0), **kw)
     np.testing.assert_array_equal(a.tokens, b.tokens)
-    # slow obvious reference: full forward, argmax, append, repeat
+    # slow obvious reference: full forward, argmax, append, repeat. The forward runs on the
+    # sequence right-padded to t (causal: the padding never reaches earlier positions), so one
+    # compiled function serves every length.
+    forward = jax.jit(lambda x: nnx.merge(tiny_policy.graphdef, tiny_policy.params)(x)[0])
     for i in range(3):
         seq = list(ps.prompts[i, : ps.prompt_len[i]])
         while len(seq) < t:
-            nxt = int(np.argmax(_full_logits(tiny_policy, np.array([seq]))[0, -1]))
+            padded = np.zeros((1, t), np.int32)
+            padded[0, : len(seq)] = seq
+            nxt = int(np.argmax(np.asarray(forward(jnp.asarray(padded)))[0, len(seq) - 1]))
             seq.append(nxt)
             if nxt == 2:
                 break
