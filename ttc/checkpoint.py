@@ -115,6 +115,42 @@ def load_snapshot(path: str | os.PathLike, like: dict[str, Any]) -> tuple[dict, 
     return out, meta
 
 
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """The resume point of a training loop that saves to ``out_dir``: a :func:`save_snapshot`
+    file ``<out_dir>.resume.npz`` (pytrees, data-order RNG state, step, history and any extra
+    metadata), used only by a run whose ``cfg`` (a JSON-able dict) is the one that wrote it.
+
+    A disabled point (``out_dir=None``) loads nothing and saves nothing."""
+
+    path: Path | None
+    cfg: dict
+
+    @classmethod
+    def at(cls, out_dir: str | os.PathLike | None, cfg: dict) -> ResumePoint:
+        return cls(None if out_dir is None else Path(str(out_dir) + ".resume.npz"), cfg)
+
+    def load(self, like: dict[str, Any], rng: np.random.Generator) -> tuple[dict, dict] | None:
+        """The saved trees and metadata (and ``rng`` set to its saved state), or ``None`` if
+        there is no snapshot for this configuration."""
+        got = None if self.path is None else load_snapshot(self.path, like)
+        if got is None or got[1].get("cfg") != self.cfg:
+            return None
+        rng.bit_generator.state = got[1]["rng"]
+        return got
+
+    def save(self, trees: dict[str, Any], rng: np.random.Generator, *, step: int,
+             history: list, **extra: Any) -> None:
+        if self.path is not None:
+            save_snapshot(self.path, trees, {"step": step, "rng": rng.bit_generator.state,
+                                             "history": history, "cfg": self.cfg, **extra})
+
+    def clear(self) -> None:
+        """Removes the snapshot (call once the final checkpoint is saved)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 def _json_default(o: Any):
     if isinstance(o, np.generic):
         return o.item()

@@ -159,17 +159,14 @@ def train_policy(
     t0 = time.time()
     acc, loss = float("nan"), float("nan")
     start = 1
-    snap = None if out_dir is None else Path(str(out_dir) + ".resume.npz")
-    resumed = None if snap is None else checkpoint.load_snapshot(
-        snap, {"params": params, "opt_state": opt_state})
+    resume = checkpoint.ResumePoint.at(out_dir, dataclasses.asdict(cfg))
+    resumed = resume.load({"params": params, "opt_state": opt_state}, rng)
     if resumed is not None:
         trees, rmeta = resumed
-        if rmeta.get("cfg") == dataclasses.asdict(cfg):
-            params, opt_state = trees["params"], trees["opt_state"]
-            rng.bit_generator.state = rmeta["rng"]
-            history, start = rmeta["history"], rmeta["step"] + 1
-            acc = history[-1]["val_accuracy"] if history else acc
-            log.info("resuming policy training from %s at step %d", snap, start)
+        params, opt_state = trees["params"], trees["opt_state"]
+        history, start = rmeta["history"], rmeta["step"] + 1
+        acc = history[-1]["val_accuracy"] if history else acc
+        log.info("resuming policy training from %s at step %d", resume.path, start)
     bar = tqdm(range(start, cfg.steps + 1), desc="train policy", disable=not progress,
                initial=start - 1, total=cfg.steps)
     step = start - 1
@@ -190,11 +187,8 @@ def train_policy(
             log.info("policy step %d loss %.4f val single-sample accuracy %.3f", step, loss, acc)
             if acc >= cfg.stop_accuracy and step >= cfg.min_steps:
                 break
-            if snap is not None:
-                checkpoint.save_snapshot(
-                    snap, {"params": params, "opt_state": opt_state},
-                    {"step": step, "rng": rng.bit_generator.state, "history": history,
-                     "cfg": dataclasses.asdict(cfg)})
+            resume.save({"params": params, "opt_state": opt_state}, rng, step=step,
+                        history=history)
     meta = {
         "task": dataclasses.asdict(task) if dataclasses.is_dataclass(task) else {"name": task.name},
         "train": {**dataclasses.asdict(cfg), "steps_run": step, "val_accuracy": acc,
@@ -204,8 +198,7 @@ def train_policy(
     if out_dir is not None:
         checkpoint.save(out_dir, model)
         log.info("saved policy to %s", out_dir)
-        if snap is not None:
-            snap.unlink(missing_ok=True)
+        resume.clear()
     return model
 
 

@@ -266,18 +266,15 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
     rng = np.random.default_rng(cfg.seed)
     t0 = time.time()
     history, quality, step, best, start = [], {}, 0, None, 1
-    snap = None if out_dir is None else Path(str(out_dir) + ".resume.npz")
-    run_cfg = {"kind": kind, "train": dataclasses.asdict(cfg),
-               "model": dataclasses.asdict(model_cfg)}
-    resumed = None if snap is None else checkpoint.load_snapshot(
-        snap, {"w": w, "opt_state": opt_state, "best": params})
-    if resumed is not None and resumed[1].get("cfg") == run_cfg:
+    resume = checkpoint.ResumePoint.at(out_dir, {"kind": kind, "train": dataclasses.asdict(cfg),
+                                                 "model": dataclasses.asdict(model_cfg)})
+    resumed = resume.load({"w": w, "opt_state": opt_state, "best": params}, rng)
+    if resumed is not None:
         trees, rmeta = resumed
         w, opt_state = trees["w"], trees["opt_state"]
-        rng.bit_generator.state = rmeta["rng"]
         history, start = rmeta["history"], rmeta["step"] + 1
         best = (rmeta["best_auc"], rmeta["best_step"], trees["best"], rmeta["best_quality"])
-        log.info("resuming %s training from %s at step %d", kind, snap, start)
+        log.info("resuming %s training from %s at step %d", kind, resume.path, start)
     bar = tqdm(range(start, cfg.steps + 1), desc=f"train {kind}", disable=not progress,
                initial=start - 1, total=cfg.steps)
     step = start - 1
@@ -298,12 +295,10 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
                 # keep a copy: the next step donates (deletes) these buffers
                 best = (auc, step, jax.tree.map(lambda x: jnp.array(x, copy=True), params),
                         quality)
-            if snap is not None and step < cfg.steps:
-                checkpoint.save_snapshot(
-                    snap, {"w": w, "opt_state": opt_state, "best": best[2]},
-                    {"step": step, "rng": rng.bit_generator.state, "history": history,
-                     "cfg": run_cfg, "best_auc": best[0], "best_step": best[1],
-                     "best_quality": best[3]})
+            if step < cfg.steps:
+                resume.save({"w": w, "opt_state": opt_state, "best": best[2]}, rng, step=step,
+                            history=history, best_auc=best[0], best_step=best[1],
+                            best_quality=best[3])
     _, best_step, params, quality = best
     meta = {"kind": kind, "train": {**dataclasses.asdict(cfg), "steps_run": step,
                                     "selected_step": best_step,
@@ -312,8 +307,7 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
     model = LoadedModel(cfg=model_cfg, graphdef=graphdef, params=params, meta=meta)
     if out_dir is not None:
         checkpoint.save(out_dir, model)
-        if snap is not None:
-            snap.unlink(missing_ok=True)
+        resume.clear()
     return model
 
 
