@@ -82,13 +82,13 @@ def reward_settings(cfg: DictConfig) -> RewardSettings:
 
 
 def reward_sources(cfg: DictConfig, methods, task, policy,
-                   settings: RewardSettings | None = None) -> dict[str, RewardSource]:
-    """Trains (or loads cached) PRM/ORM models that the methods need."""
+                   rs: RewardSettings) -> dict[str, RewardSource]:
+    """Trains (or loads cached) the PRM/ORM models that the methods need, as ``rs`` (from
+    :func:`reward_settings`) configures them."""
     kinds = sorted({m.reward for m in methods if m.reward in ("prm", "orm")})
     out = {}
     if not kinds:
         return out
-    rs = reward_settings(cfg) if settings is None else settings
     base = policy
     if rs.base or rs.base_steps:
         # the verifier's trunk: a policy config trained on the same data (longer, or larger)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ttc.decode import SamplingParams
+from ttc.rewards import EPS
 from ttc.search.loop import SearchConfig, init_search, propose_and_score
 
 
@@ -48,8 +49,6 @@ def check_step_scores(seen, tokens, full_probs, tokenizer, *, atol: float = 1e-4
     equals the full-forward probability ``full_probs[row, position]`` at that step's last token
     (a step delimiter or ``EOS``), clipped as the search clips scores; returns how many were
     checked."""
-    from ttc.rewards import EPS
-
     tokens = np.asarray(tokens)
     checked = 0
     for moved, last, length in seen:
