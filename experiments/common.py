@@ -63,6 +63,20 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def setup_devices(cfg: DictConfig) -> int:
+    """Splits the CPU into ``cfg.host_devices`` JAX devices (``auto``: one per usable core) for
+    the samplers to shard over (:mod:`ttc.parallel`); returns their number. Call it before
+    any JAX computation."""
+    from ttc.parallel import configure_host_devices
+
+    try:
+        n = configure_host_devices(cfg.get("host_devices", "auto"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    log.info("samplers shard over %d device(s)", n)
+    return n
+
+
 def enable_compilation_cache(cache_dir: str | Path) -> None:
     """JAX's persistent compilation cache under ``cache_dir/jax``: a second run of the same
     sweep reuses every compiled sampler instead of recompiling it."""

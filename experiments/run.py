@@ -23,6 +23,7 @@ from experiments.common import (
     hydra_entry,
     policy_config,
     same_data_policy,
+    setup_devices,
     train_config,
 )
 from ttc.errors import ConfigError
@@ -153,6 +154,7 @@ class RunOutcome:
 @friendly_errors
 def run(cfg: DictConfig) -> RunOutcome:
     t0 = time.time()
+    setup_devices(cfg)
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     task = build_task(cfg)

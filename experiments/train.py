@@ -13,7 +13,14 @@ import logging
 
 from omegaconf import DictConfig
 
-from experiments.common import build_task, friendly_errors, hydra_entry, policy_config, train_config
+from experiments.common import (
+    build_task,
+    friendly_errors,
+    hydra_entry,
+    policy_config,
+    setup_devices,
+    train_config,
+)
 from ttc import checkpoint
 from ttc.train import get_policy
 
@@ -24,6 +31,7 @@ log = logging.getLogger("ttc.train")
 def run(cfg: DictConfig) -> None:
     from experiments.run import method_specs, reward_settings, reward_sources
 
+    setup_devices(cfg)
     task = build_task(cfg)
     methods, rsettings = method_specs(cfg), reward_settings(cfg)
     policy = get_policy(task, policy_config(cfg, task), train_config(cfg.train),

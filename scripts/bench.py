@@ -51,6 +51,7 @@ from flax import nnx
 from ttc import flops as ttc_flops
 from ttc.decode import SamplingParams, decode, prefill
 from ttc.models.transformer import TransformerConfig, create
+from ttc.parallel import ROWS, configure_host_devices, over_rows, usable_cores
 
 HF_SKIP_REASON = "skipped: torch/transformers not installed (pip install -e '.[bench]')"
 
@@ -115,14 +116,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def usable_cores() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def machine_info() -> dict[str, Any]:
@@ -296,30 +289,37 @@ def _useful_flops(matmul_params: int, n_layers: int, d_model: int, batch: int, p
 # Section: decode throughput
 # ---------------------------------------------------------------------------------------------
 def make_ttc_decode(graphdef: nnx.GraphDef, cfg: TransformerConfig, batch: int, prompt_len: int,
-                    new_tokens: int) -> Callable:
+                    new_tokens: int, devices: int = 1) -> Callable:
     """A jitted ``(params, prompt, key, sp) -> (tokens, useful_tokens)`` that prefills one shared
-    prompt, broadcasts it to ``batch`` rows and decodes exactly ``new_tokens`` tokens per row."""
+    prompt, broadcasts it to ``batch`` rows and decodes exactly ``new_tokens`` tokens per row.
+
+    With ``devices > 1`` the rows are split over that many devices (:mod:`ttc.parallel`, as the
+    samplers do): each prefills the prompt and decodes ``batch / devices`` rows with its own
+    fold of ``key``, in one ``jax.shard_map``."""
     never = cfg.vocab_size  # an id outside the vocabulary: never sampled, so no row stops early
     cache_len = prompt_len + new_tokens
+    if batch % devices:
+        raise ValueError(f"batch={batch} is not a multiple of devices={devices}")
 
-    @jax.jit
-    def run(params, prompt, key, sp):
+    def local(params, prompt, key, sp):
+        if devices > 1:
+            key = jax.random.fold_in(key, jax.lax.axis_index(ROWS))
         st = prefill(graphdef, params, prompt[None], jnp.full((1,), prompt_len, jnp.int32), key,
-                     num_samples=batch, cache_len=cache_len)
+                     num_samples=batch // devices, cache_len=cache_len)
         st = decode(graphdef, params, st, sp, stop_ids=(never,), eos_id=never, pad_id=0,
                     max_steps=new_tokens)
         return st.tokens, st.useful_tokens
 
-    return run
+    return jax.jit(over_rows(local, devices, (False,) * 4))
 
 
 def bench_ttc(size: ModelSize, batch: int, prompt: np.ndarray, new_tokens: int,
-              args: argparse.Namespace) -> dict[str, Any]:
-    """Times ttc's prefill + decode for one size and batch."""
+              args: argparse.Namespace, devices: int = 1) -> dict[str, Any]:
+    """Times ttc's prefill + decode for one size and batch on ``devices`` devices."""
     lp = len(prompt)
     cfg = size.ttc_config(max_len=max(128, lp + new_tokens))
     graphdef, params = nnx.split(create(cfg, seed=0))
-    run = make_ttc_decode(graphdef, cfg, batch, lp, new_tokens)
+    run = make_ttc_decode(graphdef, cfg, batch, lp, new_tokens, devices)
     prompt_j = jnp.asarray(prompt, jnp.int32)
     sp = SamplingParams.make(temperature=1.0)
     keys = iter(jax.random.split(jax.random.key(1), 1000))
@@ -331,11 +331,14 @@ def bench_ttc(size: ModelSize, batch: int, prompt: np.ndarray, new_tokens: int,
     if not (np.asarray(useful) == new_tokens).all() or tokens.shape != (batch, lp + new_tokens):
         raise RuntimeError("ttc decode did not generate exactly new_tokens tokens per row")
     fl = _useful_flops(cfg.matmul_params, cfg.n_layers, cfg.d_model, batch, lp, new_tokens)
+    fl += (devices - 1) * ttc_flops.prefill_useful(cfg, lp)  # each device prefills the prompt
     # cross-check against ttc's own ledger
     ledger = float(ttc_flops.prefill_useful(cfg, lp)) + float(ttc_flops.decode_useful(
         cfg, batch * new_tokens, batch * sum(lp + i + 1 for i in range(new_tokens))))
+    ledger += (devices - 1) * ttc_flops.prefill_useful(cfg, lp)
     assert abs(ledger - fl) <= 1e-9 * fl, (ledger, fl)
-    return {"impl": "ttc", "n_params": cfg.n_params, "matmul_params": cfg.matmul_params,
+    return {"impl": "ttc" if devices == args.devices else f"ttc-{devices}dev",
+            "devices": devices, "n_params": cfg.n_params, "matmul_params": cfg.matmul_params,
             "useful_flops": fl, **t}
 
 
@@ -409,12 +412,18 @@ def bench_decode(args: argparse.Namespace) -> list[dict[str, Any]]:
             arch = {k: v for k, v in dataclasses.asdict(size).items() if k != "name"}
             base = {"section": "decode", "size": size.name, **arch,
                     "batch": batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens}
-            load = os.getloadavg()[0]
-            r = bench_ttc(size, batch, prompt, args.new_tokens, args)
-            ttc_row = _finish_row({**r, "threads": usable_cores(), "load1": load},
+            # the default (every device) first; then one device, for comparison
+            for devices in sorted({args.devices, 1}, reverse=True):
+                if batch % devices:
+                    continue
+                load = os.getloadavg()[0]
+                r = bench_ttc(size, batch, prompt, args.new_tokens, args, devices)
+                row = _finish_row({**r, "threads": usable_cores(), "load1": load},
                                   base, batch, args.new_tokens, peak)
-            rows.append(ttc_row)
-            _print_row(ttc_row)
+                rows.append(row)
+                _print_row(row)
+                if devices == args.devices:
+                    ttc_row = row
             for name in ("hf-llama", "hf-gpt2"):
                 if hf is None:
                     row = {**base, "impl": name, "skipped": hf_skip}
@@ -603,6 +612,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["impl"] == "ttc":
             s["ttc_tokens_per_s"] = r["tokens_per_s"]
             s["ttc_frac_peak"] = r["frac_peak"]
+            s["ttc_devices"] = r["devices"]
+        elif r["impl"].startswith("ttc-"):
+            s["ttc_1dev_tokens_per_s"] = r["tokens_per_s"]
         elif r["tokens_per_s"] > s.get(f"{r['impl']}_tokens_per_s", 0.0):
             s[f"{r['impl']}_tokens_per_s"] = r["tokens_per_s"]
             s[f"{r['impl']}_threads"] = r.get("threads")
@@ -629,13 +641,14 @@ def _print_methods(rows: list[dict[str, Any]]) -> None:
 def _print_summary(summary: list[dict[str, Any]]) -> None:
     if not summary:
         return
-    print(f"\n{'size':<12} {'batch':>6} {'ttc tok/s':>11} {'llama tok/s':>12} {'ttc/llama':>9} "
-          f"{'gpt2 tok/s':>11} {'ttc/gpt2':>9}   (HF: best thread count)")
+    print(f"\n{'size':<12} {'batch':>6} {'ttc tok/s':>11} {'1 device':>11} {'llama tok/s':>12} "
+          f"{'ttc/llama':>9} {'gpt2 tok/s':>11} {'ttc/gpt2':>9}   (HF: best thread count)")
     for s in summary:
         def cell(key: str, width: int, fmt: str, s: dict[str, Any] = s) -> str:
             return f"{format(s[key], fmt):>{width}}" if key in s else f"{'-':>{width}}"
 
         print(f"{s['size']:<12} {s['batch']:>6} {cell('ttc_tokens_per_s', 11, ',.0f')} "
+              f"{cell('ttc_1dev_tokens_per_s', 11, ',.0f')} "
               f"{cell('hf-llama_tokens_per_s', 12, ',.0f')} {cell('ttc_over_hf-llama', 8, '.2f')}x "
               f"{cell('hf-gpt2_tokens_per_s', 11, ',.0f')} {cell('ttc_over_hf-gpt2', 8, '.2f')}x")
 
@@ -661,6 +674,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="OMP_WAIT_POLICY for torch, set before it is imported (default PASSIVE: "
                         "spinning OpenMP threads stall for seconds when other processes share "
                         "the cores; 'inherit' leaves the environment alone)")
+    p.add_argument("--host-devices", default="auto",
+                   help="JAX CPU devices ttc shards rows over (ttc.parallel; default auto: one "
+                        "per usable core, as ttc-run); a ttc row on one device is added")
     p.add_argument("--skip-hf", action="store_true", help="do not run the HF baselines")
     p.add_argument("--quick", action="store_true", help="tiny sizes and batches (seconds)")
     p.add_argument("--method-n", type=int, default=16, help="rows per problem (methods section)")
@@ -712,6 +728,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     args = parse_args(argv)
     t_start = time.perf_counter()
+    try:
+        args.devices = configure_host_devices(args.host_devices)
+    except ValueError as e:
+        raise SystemExit(f"bench.py: {e}") from None
     if args.omp_wait_policy != "inherit":
         if "torch" in sys.modules:
             print("# note: torch already imported, --omp-wait-policy has no effect", flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import pytest
 

@@ -61,16 +61,18 @@ def _check_report(report: dict, *, hf_expected: bool | None,
 
     rows = report["sections"]["decode"]
     impls = {r["impl"] for r in rows}
-    assert impls == {"ttc", "hf-llama", "hf-gpt2"}
+    devices = report["args"]["devices"]  # ttc's default split; a one-device row is added
+    assert impls == {"ttc", "hf-llama", "hf-gpt2"} | ({"ttc-1dev"} if devices > 1 else set())
+    assert {r["devices"] for r in rows if r["impl"] == "ttc"} == {devices}
     for r in rows:
         for key in ("size", "batch", "prompt_len", "new_tokens", "d_model", "n_layers"):
             assert key in r, key
         if r.get("skipped"):
-            assert r["impl"] != "ttc"
+            assert not r["impl"].startswith("ttc")
             assert hf_expected is not True, r["skipped"]
             assert "torch/transformers" in r["skipped"] or "--skip-hf" in r["skipped"]
             continue
-        if r["impl"] != "ttc":
+        if r["impl"].startswith("hf-"):
             assert hf_expected is not False
             assert r["ttc_over_impl"] > 0
         for key in ("tokens_per_s", "tokens_per_s_median", "gflops_useful", "frac_peak",

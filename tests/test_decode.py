@@ -16,6 +16,7 @@ from ttc.decode import (
     prefill,
     select_tokens,
 )
+from ttc.parallel import sampler_devices
 
 
 def _full_logits(model, tokens):
@@ -191,12 +192,19 @@ def test_continuous_batching_is_independent_of_batching(task, tiny_policy):
                                   problems.prompts, problems.prompt_len, num_samples=3,
                                   sampling=sp, key=jax.random.key(7), **kw)
 
-    a = go(ps, slots=4, queue_rows=9)
+    a = go(ps, slots=4, queue_rows=9, devices=1)
     b = go(ps, max_rows=64)
     c = go(ps.take(np.arange(5)), slots=5, queue_rows=30)
-    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert sampler_devices() == 2  # tests/conftest.py: so b and c are sharded over 2 devices
+    e = go(ps, slots=6, devices=2)  # 5 problems on one device and 4 on the other
+    for other in (b, e):
+        np.testing.assert_array_equal(a.tokens, other.tokens)
+        np.testing.assert_array_equal(a.length, other.length)
+        np.testing.assert_array_equal(a.useful_tokens, other.useful_tokens)
+        np.testing.assert_allclose(a.loglik, other.loglik, atol=1e-5)
     np.testing.assert_array_equal(a.tokens[:5], c.tokens)
-    np.testing.assert_allclose(a.loglik, b.loglik, atol=1e-5)
+    for s in (a, e):  # every problem is charged at least its own prompt's prefill
+        assert (s.prefill_tokens >= ps.prompt_len).all()
     assert not (a.tokens[:, 0] == a.tokens[:, 1]).all()  # samples of a problem differ
     # every computed row-iteration is charged, at least one per generated token
     assert (a.executed_row_steps >= a.useful_tokens).all()

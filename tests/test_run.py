@@ -75,6 +75,7 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
         ("task.min_ops=0", "task:"),
         ("reward.head=bogus", "reward.head must be"),
         ("reward.base_steps=0", "reward.base_steps must be"),
+        ("host_devices=0", "host_devices must be"),
     ],
 )
 def test_bad_overrides_exit_with_one_paragraph(tmp_path, override, message):

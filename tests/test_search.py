@@ -64,9 +64,9 @@ def test_search_matches_python_reference(small_task, trained_policy, method):
     key = jax.random.key(11)
     cache_len = task.max_prompt_len + task.max_solution_len
     args = (jnp.asarray(ps.prompts), jnp.asarray(ps.prompt_len))
-    out = _search_jit(pol.graphdef, pol.params, None, *args, jnp.asarray(ps.gold), key, SP,
-                      SearchParams.make(), reward=spec, task=task, cfg=cfg, num_samples=n,
-                      cache_len=cache_len)
+    out = _search_jit(pol.graphdef, pol.params, None, *args, jnp.asarray(ps.gold), key[None],
+                      SP, SearchParams.make(), reward=spec, task=task, cfg=cfg, num_samples=n,
+                      cache_len=cache_len, devices=1)
     # reference: the same propose/score step, Python loop, NumPy selection
     gold_rows = jnp.repeat(jnp.asarray(ps.gold), n, axis=0)
     p4 = (pol.graphdef, pol.params, None, gold_rows)
@@ -109,6 +109,33 @@ def test_same_seed_same_result_and_no_retrace(small_task, trained_policy, method
        hp=SearchParams.make(temperature=0.5, ess_threshold=0.5))
     go(2, 3)
     assert TRACE_COUNTS["search"] == before
+
+
+@pytest.mark.parametrize("method", ["beam", "particle"])
+def test_search_is_independent_of_device_count(small_task, trained_policy, method):
+    """Chunks side by side on 2 devices give each problem the result it gets on one; with an odd
+    number of chunks the spare device repeats the last one, and that work is charged to it."""
+    task, pol = small_task, trained_policy
+    ps = task.problems(6, seed=4, split="test")
+    cfg = SearchConfig(method=method, beam_width=2)
+
+    def go(devices):  # 2 problems per chunk: 3 chunks
+        return run_search(pol.graphdef, pol.params, _oracle(task, noise=0.3), None, task,
+                          ps.prompts, ps.prompt_len, ps.gold, cfg=cfg, num_samples=4,
+                          sampling=SP, key=jax.random.key(3), chunk_rows=8, devices=devices)
+
+    a, b = go(1), go(2)
+    for f in ("chosen", "answers", "weights", "valid"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    last = np.zeros(6, bool)  # the problems of the third chunk (longest prompts first)
+    last[np.lexsort((*ps.prompts.T[::-1], -ps.prompt_len))[4:]] = True
+    for k in a.work:
+        if k in ("dec_steps", "rew_calls", "look_steps", "look_rew_calls"):  # executed work
+            np.testing.assert_array_equal(a.work[k][~last], b.work[k][~last])
+            np.testing.assert_array_equal(2 * a.work[k][last], b.work[k][last])
+        else:  # useful work and iteration counts
+            np.testing.assert_array_equal(a.work[k], b.work[k])
+    assert a.work["dec_steps"].min() > 0
 
 
 def test_nan_rewards_never_crash(small_task, trained_policy):

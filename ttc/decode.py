@@ -28,6 +28,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from ttc.models.transformer import Cache, init_cache
+from ttc.parallel import over_rows, resolve_devices
 
 
 @struct.dataclass
@@ -321,13 +322,27 @@ TRACE_COUNTS: collections.Counter = collections.Counter()
 
 
 @functools.partial(
-    jax.jit, static_argnames=("graphdef", "task", "num_samples", "slots", "group")
+    jax.jit, static_argnames=("graphdef", "task", "num_samples", "slots", "group", "devices")
 )
 def _generate_jit(graphdef, params, prompts, prompt_len, problem_id, n_valid, key, sp, *, task,
-                  num_samples, slots, group):
-    """Samples ``num_samples`` solutions for each of the first ``n_valid`` of ``P`` prompts with
-    ``slots`` decode rows (continuous batching; see :func:`generate_solutions`)."""
+                  num_samples, slots, group, devices):
+    """:func:`_generate_local` on each of ``devices`` devices (``jax.shard_map``): device ``j``
+    samples the ``j``-th contiguous block of ``P / devices`` prompts with ``slots`` rows of its
+    own, and ``n_valid[j]`` is its number of valid prompts. Per-sample outputs come back in
+    prompt order; ``idle_steps`` and ``steps`` are ``[devices]``."""
     TRACE_COUNTS["generate"] += 1
+    local = functools.partial(_generate_local, graphdef, task=task, num_samples=num_samples,
+                              slots=slots, group=group)
+    return over_rows(local, devices, (False, True, True, True, True, False, False))(
+        params, prompts, prompt_len, problem_id, n_valid, key, sp)
+
+
+def _generate_local(graphdef, params, prompts, prompt_len, problem_id, n_valid, key, sp, *,
+                    task, num_samples, slots, group):
+    """Samples ``num_samples`` solutions for each of the first ``n_valid[0]`` of ``P`` prompts
+    with ``slots`` decode rows on one device (continuous batching; see
+    :func:`generate_solutions`)."""
+    n_valid = n_valid[0]
     tok = task.tokenizer
     n, b = num_samples, slots
     p, lp = prompts.shape
@@ -453,8 +468,8 @@ def _generate_jit(graphdef, params, prompts, prompt_len, problem_id, n_valid, ke
     outs = {name: o[:q_total] for name, o in outs.items()}
     outs["answers"] = task.extract_answer(outs["tokens"], jnp.repeat(prompt_len, n))
     outs["prefill_run_len"] = run_len
-    outs["idle_steps"] = st.idle_steps
-    outs["steps"] = st.steps
+    outs["idle_steps"] = st.idle_steps[None]
+    outs["steps"] = st.steps[None]
     return outs
 
 
@@ -511,6 +526,7 @@ def generate_solutions(
     max_rows: int = 4096,
     slots: int = 1024,
     queue_rows: int | None = None,
+    devices: int | None = None,
     progress: bool = False,
 ) -> Samples:
     """Samples ``num_samples`` complete solutions per prompt by continuous batching.
@@ -536,18 +552,31 @@ def generate_solutions(
     caller's problem index, split once per token. Its tokens therefore do not depend on
     ``max_rows``, ``slots``, ``queue_rows`` or which problems are sampled alongside it, and
     the distribution is the one of :func:`decode` (same token selection, same logits).
+
+    With ``devices > 1`` (default: every device of :func:`ttc.parallel.sampler_devices`; on a
+    CPU host one per core, see :mod:`ttc.parallel`) each call's problems are dealt round-robin
+    to the devices, and each device runs its own loop over its share with ``1 / devices`` of the
+    slots. The samples are the same for any device count; only the executed-work counters
+    (``executed_row_steps``, prefill padding) change with it.
     """
     p, lp = prompts.shape
     n = num_samples
+    d = resolve_devices(devices)
     cap = max(1, min(slots, max_rows))
     queue_rows = 16 * cap if queue_rows is None else queue_rows
     # problems per call: all of them up to the queue size, but never fewer than 256 rows' worth
-    # (so that small problem sets share one shape), a multiple of the prefill group
+    # (so that small problem sets share one shape), a multiple of the prefill group on every
+    # device
     per_chunk = max(1, min(queue_rows // n, max(p, min(queue_rows, 256) // n)))
-    group = min(per_chunk, 8)
-    per_chunk = -(-per_chunk // group) * group
+    d = min(d, per_chunk)  # no device without a problem
+    group = min(per_chunk // d, 8)
+    per_chunk = -(-per_chunk // (group * d)) * group * d
     # at least ~8 waves of samples per slot (the drain is then a small part), 64 slots or more
     b = min(cap, per_chunk * n, max(64, -(-per_chunk * n // 8)))
+    b = -(-b // d)  # slots per device
+    # device j takes chunk positions j, j + d, j + 2d, ...: the longest-first order spreads
+    # evenly, and each device's valid problems come first (as _generate_local expects)
+    deal = np.arange(per_chunk).reshape(-1, d).T.reshape(-1)
     order = np.argsort(-np.asarray(prompt_len), kind="stable")
     t = task.max_prompt_len + task.max_solution_len
     if t < lp:
@@ -564,23 +593,27 @@ def generate_solutions(
     for start in it:
         ids = order[start:start + per_chunk]
         nv = len(ids)
-        idx = np.concatenate([ids, np.full(per_chunk - nv, ids[-1])])
+        idx = np.concatenate([ids, np.full(per_chunk - nv, ids[-1])])[deal]
+        valid = deal < nv
+        n_valid = valid.reshape(d, -1).sum(axis=1)
         o = _generate_jit(
             graphdef, params, jnp.asarray(prompts[idx]), jnp.asarray(prompt_len[idx]),
-            jnp.asarray(idx, jnp.int32), jnp.asarray(nv, jnp.int32), key, sampling,
-            task=task, num_samples=n, slots=b, group=group,
+            jnp.asarray(idx, jnp.int32), jnp.asarray(n_valid, jnp.int32), key, sampling,
+            task=task, num_samples=n, slots=b, group=group, devices=d,
         )
         o = jax.device_get(o)
         for f in fields:
             v = o[f]
-            res[f][ids] = v.reshape(per_chunk, n, *v.shape[1:])[:nv]
+            res[f][idx[valid]] = v.reshape(per_chunk, n, *v.shape[1:])[valid]
         # every computed slot-iteration is charged: empty slots' to the chunk's samples
-        res["row_steps"][ids] += _spread(int(o["idle_steps"]), nv * n).reshape(nv, n)
+        res["row_steps"][ids] += _spread(int(o["idle_steps"].sum()), nv * n).reshape(nv, n)
         # prefill: each problem its run length; padded problems' share spread over the chunk
         run = o["prefill_run_len"].astype(np.int64)
-        pad_tok, pad_ctx = int(run[nv:].sum()), float((run[nv:] ** 2).sum())
-        pre_tok[ids] = run[:nv] + _spread(pad_tok, nv)
-        pre_ctx[ids] = run[:nv] ** 2 + pad_ctx / nv
+        pad_tok, pad_ctx = int(run[~valid].sum()), float((run[~valid] ** 2).sum())
+        pre_tok[idx[valid]] = run[valid]
+        pre_ctx[idx[valid]] = run[valid] ** 2
+        pre_tok[ids] += _spread(pad_tok, nv)
+        pre_ctx[ids] += pad_ctx / nv
     return Samples(tokens=res["tokens"], length=res["length"], answers=res["answers"],
                    loglik=res["loglik"], useful_tokens=res["useful_tokens"],
                    useful_ctx=res["useful_ctx"], executed_row_steps=res["row_steps"],

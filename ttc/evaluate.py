@@ -26,6 +26,7 @@ from ttc.errors import ConfigError
 from ttc.methods import MethodSpec
 from ttc.metrics import bootstrap_ci, expected_best_of_k
 from ttc.models.transformer import TransformerConfig
+from ttc.parallel import device_groups, over_rows, resolve_devices
 from ttc.results import ResultsStore, cell_key
 from ttc.search import pool
 from ttc.search.loop import run_search
@@ -131,32 +132,46 @@ def reward_key(m: MethodSpec) -> tuple:
     return (m.reward, float(m.get("flip", 0.0)), float(m.get("noise", 0.0)))
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "task"))
-def _score_pool(params, tokens, prompt_len, length, gold, key, *, spec, task):
+@functools.partial(jax.jit, static_argnames=("spec", "task", "devices"))
+def _score_pool(params, tokens, prompt_len, length, gold, keys, *, spec, task, devices):
+    """Scores one chunk of solutions per device (``keys``: ``[devices]``, one per chunk)."""
     TRACE_COUNTS["score_pool"] += 1
-    return R.score_solutions(spec, params, task, tokens, prompt_len, length, gold, key)
+
+    def local(params, tokens, prompt_len, length, gold, keys):
+        return R.score_solutions(spec, params, task, tokens, prompt_len, length, gold, keys[0])
+
+    return over_rows(local, devices, (False, True, True, True, True, True))(
+        params, tokens, prompt_len, length, gold, keys)
 
 
 def score_pool(src: RewardSource, task: Task, samples: Samples, problems: ProblemSet, seed: int,
-               chunk: int = 2048):
-    """Step scores ``[P, N, K]`` and mask of every pooled solution (fixed-size chunks)."""
+               chunk: int = 2048, devices: int | None = None):
+    """Step scores ``[P, N, K]`` and mask of every pooled solution (fixed-size chunks, each with
+    its own key; ``devices`` of them side by side, see :mod:`ttc.parallel`: the scores do not
+    depend on the device count)."""
     p, n, t = samples.tokens.shape
     tokens = samples.tokens.reshape(p * n, t)
     plen = np.repeat(problems.prompt_len, n)
     gold = np.repeat(problems.gold, n, axis=0)
     length = samples.length.reshape(-1)
-    outs, masks = [], []
     key = jax.random.key(10_000 + seed)
+    chunks = []
     for i in range(0, p * n, chunk):
         idx = np.arange(i, i + chunk)
-        idx = np.where(idx < p * n, idx, i)
         key, sub = jax.random.split(key)
+        chunks.append((np.where(idx < p * n, idx, i), sub, min(chunk, p * n - i)))
+    d = min(resolve_devices(devices), len(chunks))
+    outs, masks = [], []
+    for group, padded in device_groups(chunks, d):
+        idx = np.concatenate([c[0] for c in padded])
         sc, mk = _score_pool(src.params, jnp.asarray(tokens[idx]), jnp.asarray(plen[idx]),
-                             jnp.asarray(length[idx]), jnp.asarray(gold[idx]), sub,
-                             spec=src.spec, task=task)
-        keep = min(chunk, p * n - i)
-        outs.append(np.asarray(sc)[:keep])
-        masks.append(np.asarray(mk)[:keep])
+                             jnp.asarray(length[idx]), jnp.asarray(gold[idx]),
+                             jnp.stack([c[1] for c in padded]), spec=src.spec, task=task,
+                             devices=d)
+        sc, mk = np.asarray(sc), np.asarray(mk)
+        for j, (_, _, keep) in enumerate(group):
+            outs.append(sc[j * chunk:j * chunk + keep])
+            masks.append(mk[j * chunk:j * chunk + keep])
     k = outs[0].shape[1]
     return np.concatenate(outs).reshape(p, n, k), np.concatenate(masks).reshape(p, n, k)
 

@@ -44,6 +44,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ttc import rewards as R
 from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode, prefill
+from ttc.parallel import device_groups, over_rows, resolve_devices
 from ttc.search.aggregate import best_of_n, majority_vote
 from ttc.search.resample import SCHEMES, ess, resample
 
@@ -347,11 +348,26 @@ def finish(task, cfg: SearchConfig, s: SearchState, n: int):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("graphdef", "reward", "task", "cfg", "num_samples", "cache_len")
+    jax.jit,
+    static_argnames=("graphdef", "reward", "task", "cfg", "num_samples", "cache_len", "devices"),
 )
-def _search_jit(graphdef, params, rparams, prompts, prompt_len, gold, key, sp, hp, *, reward,
-                task, cfg, num_samples, cache_len):
+def _search_jit(graphdef, params, rparams, prompts, prompt_len, gold, keys, sp, hp, *, reward,
+                task, cfg, num_samples, cache_len, devices):
+    """One chunk of problems per device (``jax.shard_map``; ``keys`` is ``[devices]``, one
+    per chunk). Per-problem and per-row outputs are concatenated in chunk order; the loop
+    counters are ``[devices]``."""
     TRACE_COUNTS["search"] += 1
+    local = functools.partial(_search_chunk, graphdef, reward=reward, task=task, cfg=cfg,
+                              num_samples=num_samples, cache_len=cache_len)
+    split = (False, False, True, True, True, True, False, False)
+    return over_rows(local, devices, split)(params, rparams, prompts, prompt_len, gold, keys, sp,
+                                            hp)
+
+
+def _search_chunk(graphdef, params, rparams, prompts, prompt_len, gold, keys, sp, hp, *, reward,
+                  task, cfg, num_samples, cache_len):
+    """Searches one chunk of problems (``keys`` is ``[1]``) on one device."""
+    key = keys[0]
     n = num_samples
     gold_rows = jnp.repeat(gold, n, axis=0)
     policy = (graphdef, params, rparams, gold_rows)
@@ -372,15 +388,17 @@ def _search_jit(graphdef, params, rparams, prompts, prompt_len, gold, key, sp, h
         chosen=chosen, answers=answers, weights=w, valid=valid,
         tokens=s.dec.tokens.reshape(prompts.shape[0], n, -1),
         dec_tokens=s.dec.useful_tokens, dec_ctx=s.dec.useful_ctx,
-        dec_steps=s.dec.executed_steps,
-        rew_tokens=s.rew.useful_tokens, rew_ctx=s.rew.useful_ctx, rew_calls=s.rew.calls,
-        look_tokens=s.look_tokens, look_ctx=s.look_ctx, look_steps=s.look_steps,
+        dec_steps=s.dec.executed_steps[None],
+        rew_tokens=s.rew.useful_tokens, rew_ctx=s.rew.useful_ctx, rew_calls=s.rew.calls[None],
+        look_tokens=s.look_tokens, look_ctx=s.look_ctx, look_steps=s.look_steps[None],
         look_rew_tokens=s.look_rew_tokens, look_rew_ctx=s.look_rew_ctx,
-        look_rew_calls=s.look_rew_calls, iterations=s.step,
+        look_rew_calls=s.look_rew_calls[None], iterations=s.step[None],
     )
 
 
 _PER_PROBLEM = ("chosen", "answers", "weights", "valid", "tokens")
+_COUNTERS = ("dec_steps", "rew_calls", "look_steps", "look_rew_calls", "iterations")
+"""Loop counters of a chunk (``[1]`` per device); ``iterations`` last: it is not work."""
 CHUNK_ROWS = 128
 """Default rows per search call: small chunks of length-sorted problems waste few iterations on
 finished rows, and on this CPU a 128-row batch is as fast per row-step as a 1,024-row one
@@ -421,6 +439,7 @@ def run_search(
     hp: SearchParams | None = None,
     max_rows: int = 4096,
     chunk_rows: int = CHUNK_ROWS,
+    devices: int | None = None,
 ) -> SearchResult:
     """Runs ``cfg`` with ``num_samples`` rows per problem, in fixed-size chunks of problems.
 
@@ -432,6 +451,11 @@ def run_search(
     draws from its own split of ``key``, so a problem's result depends on the problems sorted
     into its chunk, not on the caller's order of the problem set. The last chunk is padded with
     copies of its last problem; the padding rows' executed work is charged to its problems.
+
+    With ``devices > 1`` (default: :func:`ttc.parallel.sampler_devices`) consecutive chunks run
+    side by side, one per device, in one call. A chunk's result is the same for any device count
+    (same problems, same key). Where the chunks do not fill the last call, its spare devices
+    re-run that call's last chunk; their executed work is charged to its problems.
     """
     hp = SearchParams.make() if hp is None else hp
     cfg.width(num_samples)  # validates N vs M early
@@ -441,32 +465,54 @@ def run_search(
     cache_len = task.max_prompt_len + task.max_solution_len
     # longest prompt first, ties by prompt content: chunks do not depend on the caller's order
     order = np.lexsort((*np.asarray(prompts).T[::-1], -np.asarray(prompt_len)))
-    pending = []
-    for start in range(0, p, per_chunk):  # dispatch every chunk, then wait
+    chunks = []
+    for start in range(0, p, per_chunk):
         ids = order[start:start + per_chunk]
-        idx = np.concatenate([ids, np.full(per_chunk - len(ids), ids[-1])])
         key, sub = jax.random.split(key)
-        pending.append((ids, _search_jit(
+        chunks.append((ids, np.concatenate([ids, np.full(per_chunk - len(ids), ids[-1])]), sub))
+    d = min(resolve_devices(devices), len(chunks))
+    pending = []
+    for group, padded in device_groups(chunks, d):  # dispatch every call, then wait
+        idx = np.concatenate([c[1] for c in padded])
+        pending.append(([c[0] for c in group], _search_jit(
             graphdef, params, reward_params, jnp.asarray(prompts[idx]),
-            jnp.asarray(prompt_len[idx]), jnp.asarray(gold[idx]), sub, sampling, hp,
-            reward=reward, task=task, cfg=cfg, num_samples=num_samples, cache_len=cache_len)))
+            jnp.asarray(prompt_len[idx]), jnp.asarray(gold[idx]),
+            jnp.stack([c[2] for c in padded]), sampling, hp, reward=reward, task=task, cfg=cfg,
+            num_samples=num_samples, cache_len=cache_len, devices=d)))
     cat: dict[str, np.ndarray] = {}
-    for ids, o in pending:
-        o = jax.device_get(o)
-        n_valid = len(ids)
-        pad = per_chunk / n_valid  # padding problems' executed work, charged to the chunk's
-        for k, v in o.items():
-            v = np.asarray(v)
-            if k in _PER_PROBLEM:
-                rows = v[:n_valid]
-            elif v.ndim == 0:  # batched loop iterations: every row of the chunk computed each one
-                rows = np.full((n_valid,), float(v) * (1 if k == "iterations" else
-                                                       num_samples * pad))
-            else:  # per-row work counters, summed per problem
-                rows = v.reshape(per_chunk, num_samples)[:n_valid].sum(axis=1)
-            if k not in cat:
-                cat[k] = np.zeros((p, *rows.shape[1:]), rows.dtype)
-            cat[k][ids] = rows
+    for group_ids, out in pending:
+        out = jax.device_get(out)
+        for j, ids in enumerate(group_ids):
+            o = {k: _chunk_part(k, v, j, d) for k, v in out.items()}
+            if j == len(group_ids) - 1:  # the repeats' executed work goes to the last chunk
+                for k in _COUNTERS[:-1]:
+                    o[k] = np.sum(out[k][j:])
+            _collect(cat, o, ids, p=p, per_chunk=per_chunk, num_samples=num_samples)
     main = {k: cat.pop(k) for k in _PER_PROBLEM}
     main.pop("tokens")
     return SearchResult(work=cat, cache_len=cache_len, window=reward.window, **main)
+
+
+def _chunk_part(name: str, v: np.ndarray, j: int, d: int) -> np.ndarray:
+    """Chunk ``j``'s part of output ``name`` of a ``d``-chunk call (a scalar for a counter)."""
+    v = np.asarray(v)
+    return v[j] if name in _COUNTERS else v.reshape(d, -1, *v.shape[1:])[j]
+
+
+def _collect(cat: dict, o: dict, ids: np.ndarray, *, p: int, per_chunk: int,
+             num_samples: int) -> None:
+    """Adds one chunk's outputs ``o`` to the per-problem arrays ``cat`` (problems ``ids``)."""
+    n_valid = len(ids)
+    pad = per_chunk / n_valid  # padding problems' executed work, charged to the chunk's
+    for k, v in o.items():
+        v = np.asarray(v)
+        if k in _PER_PROBLEM:
+            rows = v[:n_valid]
+        elif v.ndim == 0:  # batched loop iterations: every row of the chunk computed each one
+            rows = np.full((n_valid,), float(v) * (1 if k == "iterations" else
+                                                   num_samples * pad))
+        else:  # per-row work counters, summed per problem
+            rows = v.reshape(per_chunk, num_samples)[:n_valid].sum(axis=1)
+        if k not in cat:
+            cat[k] = np.zeros((p, *rows.shape[1:]), rows.dtype)
+        cat[k][ids] = rows

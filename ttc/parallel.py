@@ -1,0 +1,124 @@
+"""Data parallelism of the samplers over local devices (a CPU host split into one device per core).
+
+Why: on a CPU, XLA runs every op of these small models on *one* thread. A profile of the decode
+loop at d=256, B=256 (``--xla_cpu_enable_xprof_traceme``) shows each matmul and attention op on
+one of the two Eigen threads, never split across both. A one-device JAX process therefore
+leaves a core idle during the decode loops, while PyTorch splits each op over its threads. The
+fix follows the accelerator recipe: expose the host as ``k`` CPU devices (``jax_num_cpu_devices``,
+one per usable core) and shard *independent problems* over them with ``jax.shard_map``. Each
+device then runs its own ``while_loop`` on its share of the rows, with no collectives and no
+lockstep.
+
+The same code path shards over GPUs or TPU cores when there are several, and is a no-op with
+one device. :func:`ttc.decode.generate_solutions` uses it. Its samples do not depend on the
+device count, since each sample has its own key.
+
+Conventions: the mesh has one axis, :data:`ROWS`; arrays sharded on it are split along their
+leading (problem) axis into equal contiguous blocks, in device order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+import jax
+from jax.sharding import Mesh, PartitionSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ROWS = "rows"
+"""Name of the mesh axis that problems (and their sample rows) are sharded over."""
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's core count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_host_devices(n: int | str | None = "auto") -> int:
+    """Splits the CPU into ``n`` JAX devices (``'auto'``: one per usable core); returns the
+    number of devices the samplers will shard over.
+
+    It must run before JAX initialises its backends (the first computation or
+    ``jax.devices()`` call). After that, the split is fixed: a different request is logged and
+    ignored. ``n=1`` (or ``None``) keeps one CPU device. A user's own
+    ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` takes precedence over ``'auto'``.
+    Only the CPU platform is split: on a GPU or TPU host the samplers use the accelerators.
+
+    Raises:
+        ValueError: ``n`` is neither ``'auto'`` nor a positive integer.
+    """
+    if n is None:
+        n = 1
+    if n == "auto":
+        if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+            return sampler_devices()
+        want = usable_cores()
+    else:
+        ok = (isinstance(n, int) and not isinstance(n, bool)) or str(n).strip().isdigit()
+        want = int(n) if ok else 0
+        if want < 1:
+            raise ValueError(f"host_devices must be 'auto' or a positive integer, got {n!r}")
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        have = jax.local_device_count("cpu")
+        if have != want:
+            log.warning("JAX is already initialised with %d CPU device(s); host_devices=%s "
+                        "ignored (set it before the first computation)", have, n)
+        return sampler_devices()
+    jax.config.update("jax_num_cpu_devices", want)
+    return sampler_devices()
+
+
+def sampler_devices() -> int:
+    """Devices of JAX's default backend that the samplers shard problems over."""
+    return jax.local_device_count()
+
+
+def row_mesh(devices: int) -> Mesh:
+    """A one-axis (:data:`ROWS`) mesh over the first ``devices`` devices of the default backend."""
+    have = jax.local_devices()
+    if not 1 <= devices <= len(have):
+        raise ValueError(f"devices={devices}, but this process has {len(have)} device(s)")
+    return jax.make_mesh((devices,), (ROWS,), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=have[:devices])
+
+
+def resolve_devices(devices: int | None) -> int:
+    """``devices`` checked against this process (``None``: all of :func:`sampler_devices`)."""
+    have = sampler_devices()
+    if devices is None:
+        return have
+    if not 1 <= int(devices) <= have:
+        raise ValueError(f"devices={devices}, but this process has {have} device(s)")
+    return int(devices)
+
+
+def over_rows(fn: Callable, devices: int, split: tuple[bool, ...]) -> Callable:
+    """``fn`` run on ``devices`` devices side by side: the arguments marked ``True`` in ``split``
+    are cut along their leading axis into one equal block per device, the others are
+    replicated, and every output is concatenated along its leading axis (so a per-device scalar
+    must be returned as ``[1]``). ``fn`` itself when ``devices == 1``. Traceable."""
+    if devices == 1:
+        return fn
+    spec = tuple(PartitionSpec(ROWS) if s else PartitionSpec() for s in split)
+    return jax.shard_map(fn, mesh=row_mesh(devices), in_specs=spec,
+                         out_specs=PartitionSpec(ROWS), check_vma=False)
+
+
+def device_groups(items: Sequence[T], devices: int) -> Iterator[tuple[list[T], list[T]]]:
+    """Consecutive groups of ``devices`` items, one per device of an :func:`over_rows` call:
+    ``(group, padded)``, ``padded`` filled up to ``devices`` items by repeating the group's last
+    (the spare devices redo its work; callers charge it to that item)."""
+    for first in range(0, len(items), devices):
+        group = list(items[first:first + devices])
+        yield group, group + [group[-1]] * (devices - len(group))
