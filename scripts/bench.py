@@ -88,11 +88,15 @@ class ModelSize:
 
 
 # the default ttc policy (conf/policy/tiny.yaml, arithmetic vocabulary), a 1.6M-parameter one and
-# a 3.2M-parameter one (not run by default: its batch-1024 cells alone take minutes on 2 cores)
+# a 3.2M-parameter one (not run by default: its batch-1024 cells alone take minutes on 2 cores);
+# and the accelerator sizes, ~100M and ~1B parameters with a 32k vocabulary
+# (scripts/bench_gpu.sh; far too slow for a 2-core CPU beyond a smoke run)
 KNOWN_SIZES: tuple[ModelSize, ...] = (
     ModelSize("policy-tiny", d_model=64, n_layers=2, n_heads=4, d_ff=256),
     ModelSize("1.6M", d_model=256, n_layers=2, n_heads=4, d_ff=1024),
     ModelSize("3.2M", d_model=256, n_layers=4, n_heads=4, d_ff=1024),
+    ModelSize("100M", d_model=768, n_layers=12, n_heads=12, d_ff=3072, vocab_size=32000),
+    ModelSize("1B", d_model=2048, n_layers=16, n_heads=16, d_ff=8192, vocab_size=32000),
 )
 DEFAULT_SIZES: tuple[str, ...] = ("policy-tiny", "1.6M")
 QUICK_SIZES: tuple[ModelSize, ...] = (

@@ -13,6 +13,12 @@ The same code path shards over GPUs or TPU cores when there are several, and is 
 one device. :func:`ttc.decode.generate_solutions` uses it. Its samples do not depend on the
 device count, since each sample has its own key.
 
+The cost: every device holds its own copy of the parameters and reads all of them at every
+decode step. That is negligible for the default world's models (0.1M parameters), but it is
+a loss where reading the weights dominates a step: a random 100M-parameter model decoding 2
+rows ran at 11 tokens/s on two CPU devices against 44 on one (``docs/BENCHMARKS.md``). Use
+``host_devices=1`` for such models on a CPU.
+
 Conventions: the mesh has one axis, :data:`ROWS`; arrays sharded on it are split along their
 leading (problem) axis into equal contiguous blocks, in device order.
 """
@@ -49,8 +55,9 @@ def configure_host_devices(n: int | str | None = "auto") -> int:
 
     It must run before JAX initialises its backends (the first computation or
     ``jax.devices()`` call). After that, the split is fixed: a different request is logged and
-    ignored. ``n=1`` (or ``None``) keeps one CPU device. A user's own
-    ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` takes precedence over ``'auto'``.
+    ignored. ``n=1`` (or ``None``) keeps one CPU device. A count the user set already
+    (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, or ``JAX_NUM_CPU_DEVICES``)
+    takes precedence over ``'auto'``.
     Only the CPU platform is split: on a GPU or TPU host the samplers use the accelerators.
 
     Raises:
@@ -59,7 +66,8 @@ def configure_host_devices(n: int | str | None = "auto") -> int:
     if n is None:
         n = 1
     if n == "auto":
-        if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        if ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+                or "JAX_NUM_CPU_DEVICES" in os.environ):
             return sampler_devices()
         want = usable_cores()
     else:
