@@ -341,8 +341,7 @@ def bench_ttc(size: ModelSize, batch: int, prompt: np.ndarray, new_tokens: int,
         cfg, batch * new_tokens, batch * sum(lp + i + 1 for i in range(new_tokens))))
     ledger += (devices - 1) * ttc_flops.prefill_useful(cfg, lp)
     assert abs(ledger - fl) <= 1e-9 * fl, (ledger, fl)
-    return {"impl": "ttc" if devices == args.devices else f"ttc-{devices}dev",
-            "devices": devices, "n_params": cfg.n_params, "matmul_params": cfg.matmul_params,
+    return {"devices": devices, "n_params": cfg.n_params, "matmul_params": cfg.matmul_params,
             "useful_flops": fl, **t}
 
 
@@ -416,18 +415,19 @@ def bench_decode(args: argparse.Namespace) -> list[dict[str, Any]]:
             arch = {k: v for k, v in dataclasses.asdict(size).items() if k != "name"}
             base = {"section": "decode", "size": size.name, **arch,
                     "batch": batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens}
-            # the default (every device) first; then one device, for comparison
-            for devices in sorted({args.devices, 1}, reverse=True):
-                if batch % devices:
-                    continue
+            # the default (every device, or one where the batch does not split evenly) first;
+            # then one device, for comparison
+            default = args.devices if batch % args.devices == 0 else 1
+            ttc_rows = []
+            for impl, devices in [("ttc", default)] + [("ttc-1dev", 1)] * (default > 1):
                 load = os.getloadavg()[0]
                 r = bench_ttc(size, batch, prompt, args.new_tokens, args, devices)
-                row = _finish_row({**r, "threads": usable_cores(), "load1": load},
+                row = _finish_row({"impl": impl, **r, "threads": usable_cores(), "load1": load},
                                   base, batch, args.new_tokens, peak)
                 rows.append(row)
                 _print_row(row)
-                if devices == args.devices:
-                    ttc_row = row
+                ttc_rows.append(row)
+            ttc_row = ttc_rows[0]
             for name in ("hf-llama", "hf-gpt2"):
                 if hf is None:
                     row = {**base, "impl": name, "skipped": hf_skip}

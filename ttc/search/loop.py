@@ -508,7 +508,7 @@ def _collect(cat: dict, o: dict, ids: np.ndarray, *, p: int, per_chunk: int,
         v = np.asarray(v)
         if k in _PER_PROBLEM:
             rows = v[:n_valid]
-        elif v.ndim == 0:  # batched loop iterations: every row of the chunk computed each one
+        elif k in _COUNTERS:  # batched loop iterations: every row of the chunk computed each one
             rows = np.full((n_valid,), float(v) * (1 if k == "iterations" else
                                                    num_samples * pad))
         else:  # per-row work counters, summed per problem
