@@ -99,6 +99,22 @@ def hydra_entry(run: Callable[[DictConfig], None]) -> Callable[[], None]:
     return _main
 
 
+def same_data_config(cfg: DictConfig, task: Task, name: str,
+                     steps: int) -> tuple[TransformerConfig, TrainConfig]:
+    """The model and training configs of :func:`same_data_policy`: ``conf/policy/<name>.yaml``
+    on the main policy's data stream (same batch and seed) for ``steps`` optimiser steps,
+    without early stopping."""
+    path = Path(CONF_DIR) / "policy" / f"{name}.yaml"
+    if not path.exists():
+        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"no policy config {name!r}; choose one of {choices}")
+    mcfg = policy_config(OmegaConf.create({"policy": OmegaConf.load(path)}), task)
+    if int(steps) < 1:
+        raise ConfigError(f"reward.base_steps must be a positive integer, got {steps}")
+    tcfg = train_config(OmegaConf.merge(cfg.train, {"steps": int(steps), "stop_accuracy": 1.01}))
+    return mcfg, tcfg
+
+
 def same_data_policy(cfg: DictConfig, task: Task, policy, name: str, *, steps: int | None = None,
                      progress: bool = True):
     """The policy config ``conf/policy/<name>.yaml`` trained on the main policy's data stream
@@ -107,17 +123,11 @@ def same_data_policy(cfg: DictConfig, task: Task, policy, name: str, *, steps: i
     policy. Returns the loaded model."""
     from ttc.train import get_policy
 
-    path = Path(CONF_DIR) / "policy" / f"{name}.yaml"
-    if not path.exists():
-        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"no policy config {name!r}; choose one of {choices}")
-    mcfg = policy_config(OmegaConf.create({"policy": OmegaConf.load(path)}), task)
     if steps is None:
         steps = int(policy.meta.get("train", {}).get("steps_run", cfg.train.steps))
-    elif int(steps) < 1:
-        raise ConfigError(f"reward.base_steps must be a positive integer, got {steps}")
-    tcfg = train_config(OmegaConf.merge(cfg.train, {"steps": int(steps), "stop_accuracy": 1.01}))
-    return get_policy(task, mcfg, tcfg, cache_dir=cfg.cache_dir, progress=progress)
+    mcfg, tcfg = same_data_config(cfg, task, name, steps)
+    return get_policy(task, mcfg, tcfg, cache_dir=cfg.cache_dir, progress=progress,
+                      label=f"verifier LM ({name})")
 
 
 def as_path(p: str | None) -> Path | None:

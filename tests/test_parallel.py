@@ -17,9 +17,12 @@ from ttc.parallel import (
     configure_host_devices,
     device_groups,
     over_rows,
+    pinned,
     resolve_devices,
     sampler_devices,
+    side_by_side,
 )
+from ttc.train import TrainConfig, train_policy
 
 
 def test_configure_host_devices_checks_its_input(caplog):
@@ -72,3 +75,60 @@ def test_score_pool_is_independent_of_device_count(small_task, trained_policy):
         np.testing.assert_array_equal(a[1], b[1])
         np.testing.assert_allclose(a[0], b[0], atol=1e-5)
         assert a[1].any() and (a[0][a[1]] > 0).all()
+
+
+def _params_bytes(model: LoadedModel) -> list[bytes]:
+    return [np.asarray(x).tobytes() for x in jax.tree.leaves(model.params)]
+
+
+def test_side_by_side_training_equals_training_in_turn(small_task, tiny_cfg):
+    """Two policies (other seeds, so other data) trained at once, one per device, are
+    bit-for-bit the models trained one after the other, validation sampling included; each
+    job's arrays live on its own device and its samplers do not shard."""
+    cfg = dataclasses.replace(tiny_cfg, vocab_size=small_task.tokenizer.vocab_size,
+                              max_len=small_task.max_prompt_len + small_task.max_solution_len)
+    tcs = [TrainConfig(steps=12, batch_size=16, warmup=2, eval_every=6, eval_problems=8,
+                       stop_accuracy=1.01, seed=s) for s in (3, 4)]
+    alone = [train_policy(small_task, cfg, tc, progress=False) for tc in tcs]
+
+    def job(tc):
+        def run():
+            m = train_policy(small_task, cfg, tc, progress=False)
+            return m, sampler_devices(), {d.id for x in jax.tree.leaves(m.params)
+                                          for d in x.devices()}
+        return run
+
+    together = side_by_side([job(tc) for tc in tcs])
+    assert [t[1] for t in together] == [1, 1]
+    assert [t[2] for t in together] == [{0}, {1}]
+    for a, (b, _, _) in zip(alone, together, strict=True):
+        assert _params_bytes(a) == _params_bytes(b)
+        assert ([h["val_accuracy"] for h in a.meta["train"]["history"]]
+                == [h["val_accuracy"] for h in b.meta["train"]["history"]])
+    on_host = together[1][0].on_host()
+    assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(on_host.params))
+    assert _params_bytes(on_host) == _params_bytes(alone[1])
+
+
+def test_side_by_side_orders_results_and_raises_the_first_failure():
+    def fail(msg):
+        def run():
+            raise RuntimeError(msg)
+        return run
+
+    def device_id():
+        return next(iter(jnp.zeros(2).devices())).id
+
+    # 3 jobs on 2 devices: a thread takes the next job when its first ends
+    assert sorted(side_by_side([device_id] * 3)) in ([0, 0, 1], [0, 1, 1])
+    assert side_by_side([lambda: 1, lambda: 2, lambda: 3]) == [1, 2, 3]
+    with pytest.raises(RuntimeError, match="first"):
+        side_by_side([lambda: 0, fail("first"), fail("second")])
+    assert side_by_side([device_id], devices=2) == [0]  # one job: this thread, unpinned
+    assert side_by_side([sampler_devices, sampler_devices], devices=1) == [2, 2]
+    with pinned(jax.devices()[1]):
+        assert sampler_devices() == 1 and device_id() == 1
+        with pinned():
+            assert device_id() == 0
+        assert device_id() == 1
+    assert sampler_devices() == 2

@@ -75,6 +75,7 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
         ("task.min_ops=0", "task:"),
         ("reward.head=bogus", "reward.head must be"),
         ("reward.base_steps=0", "reward.base_steps must be"),
+        ("reward.base=nope", "no policy config 'nope'"),
         ("host_devices=0", "host_devices must be"),
     ],
 )

@@ -40,6 +40,12 @@ class LoadedModel:
         graphdef, params = nnx.split(module, nnx.Param)
         return cls(cfg=module.cfg, graphdef=graphdef, params=params, meta=dict(meta or {}))
 
+    def on_host(self) -> LoadedModel:
+        """This model with its parameters as host numpy arrays (as :func:`load` returns them),
+        so that it no longer belongs to the device it was trained on."""
+        params = jax.tree.map(np.asarray, self.params)
+        return dataclasses.replace(self, params=params)
+
 
 def _write_params(path: Path, params: nnx.State) -> None:
     ckptr = ocp.StandardCheckpointer()

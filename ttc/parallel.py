@@ -25,8 +25,10 @@ leading (problem) axis into equal contiguous blocks, in device order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -87,8 +89,29 @@ def configure_host_devices(n: int | str | None = "auto") -> int:
     return sampler_devices()
 
 
+_pin = threading.local()
+
+
+@contextlib.contextmanager
+def pinned(device: jax.Device | None = None) -> Iterator[jax.Device]:
+    """Runs this thread's JAX work on ``device`` alone (default: the first local device): it
+    becomes the thread's default device and :func:`sampler_devices` reports 1, so the samplers
+    do not shard. Thread-local; nests."""
+    dev = device if device is not None else jax.local_devices()[0]
+    prev = getattr(_pin, "device", None)
+    _pin.device = dev
+    try:
+        with jax.default_device(dev):
+            yield dev
+    finally:
+        _pin.device = prev
+
+
 def sampler_devices() -> int:
-    """Devices of JAX's default backend that the samplers shard problems over."""
+    """Devices of JAX's default backend that the samplers shard problems over (1 inside
+    :func:`pinned`)."""
+    if getattr(_pin, "device", None) is not None:
+        return 1
     return jax.local_device_count()
 
 
@@ -130,3 +153,55 @@ def device_groups(items: Sequence[T], devices: int) -> Iterator[tuple[list[T], l
     for first in range(0, len(items), devices):
         group = list(items[first:first + devices])
         yield group, group + [group[-1]] * (devices - len(group))
+
+
+def side_by_side(jobs: Sequence[Callable[[], T]], devices: int | None = None) -> list[T]:
+    """Runs independent ``jobs`` at once, one thread per device, each thread :func:`pinned` to
+    its device and taking the next job when it finishes one; returns their results in order.
+
+    This is task parallelism for work that a single device cannot spread over the cores, such
+    as training two small models (XLA:CPU runs each op of these models on one thread, see the
+    module docstring). A job computes exactly what it computes alone: the same programs run on
+    a device of the same kind, with their samplers unsharded (:func:`pinned`), and the samplers'
+    results do not depend on the device count (``tests/test_parallel.py`` checks training
+    bit-for-bit). With one device or one job, the jobs run in turn in this thread, unpinned.
+
+    Arrays a job returns live on its thread's device. A caller that mixes them with other
+    devices' work moves them first (for a model, :meth:`ttc.checkpoint.LoadedModel.on_host`).
+
+    If jobs fail, the first failure (in job order) is raised once every job has ended; a
+    ``KeyboardInterrupt`` is raised at once (the threads are daemons, and the trainers'
+    resume snapshots keep what they had done).
+    """
+    d = resolve_devices(devices)
+    if d == 1 or len(jobs) < 2:
+        return [job() for job in jobs]
+    results: list = [None] * len(jobs)
+    errors: list[BaseException | None] = [None] * len(jobs)
+    queue = iter(range(len(jobs)))
+    lock = threading.Lock()
+
+    def worker(device: jax.Device) -> None:
+        with pinned(device):
+            while True:
+                with lock:
+                    i = next(queue, None)
+                if i is None:
+                    return
+                try:
+                    results[i] = jobs[i]()
+                except BaseException as e:  # re-raised in the caller's thread
+                    errors[i] = e
+
+    threads = [threading.Thread(target=worker, args=(dev,), daemon=True,
+                                name=f"ttc-side-by-side-{dev.id}")
+               for dev in jax.local_devices()[:min(d, len(jobs))]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)
+    for e in errors:
+        if e is not None:
+            raise e
+    return results

@@ -97,11 +97,21 @@ def lm_loss(model, tokens, mask):
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    sched = optax.warmup_cosine_decay_schedule(
-        0.0, cfg.lr, min(cfg.warmup, cfg.steps // 2), max(cfg.steps, 2), end_value=cfg.lr * 0.1
-    )
+    """AdamW with global-norm clipping and a warm-up + cosine schedule.
+
+    One object per distinct schedule, reused: the optimiser is a static argument of
+    :func:`train_step`, so two trainings of one schedule (other seeds, say) share its
+    compilation."""
+    return _optimizer(cfg.lr, min(cfg.warmup, cfg.steps // 2), max(cfg.steps, 2),
+                      cfg.weight_decay)
+
+
+@functools.cache
+def _optimizer(lr: float, warmup: int, steps: int,
+               weight_decay: float) -> optax.GradientTransformation:
+    sched = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, steps, end_value=lr * 0.1)
     return optax.chain(optax.clip_by_global_norm(1.0),
-                       optax.adamw(sched, weight_decay=cfg.weight_decay))
+                       optax.adamw(sched, weight_decay=weight_decay))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "tx", "loss_fn"), donate_argnums=(1, 2))
@@ -133,6 +143,7 @@ def train_policy(
     *,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    label: str = "policy",
 ) -> LoadedModel:
     """Trains a policy by SFT and (optionally) saves it to ``out_dir`` with its config.
 
@@ -166,8 +177,8 @@ def train_policy(
         params, opt_state = trees["params"], trees["opt_state"]
         history, start = rmeta["history"], rmeta["step"] + 1
         acc = history[-1]["val_accuracy"] if history else acc
-        log.info("resuming policy training from %s at step %d", resume.path, start)
-    bar = tqdm(range(start, cfg.steps + 1), desc="train policy", disable=not progress,
+        log.info("resuming %s training from %s at step %d", label, resume.path, start)
+    bar = tqdm(range(start, cfg.steps + 1), desc=f"train {label}", disable=not progress,
                initial=start - 1, total=cfg.steps)
     step = start - 1
     for step in bar:
@@ -184,7 +195,8 @@ def train_policy(
             history.append({"step": step, "loss": loss, "val_accuracy": acc,
                             "time_s": round(time.time() - t0, 1)})
             bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{acc:.3f}")
-            log.info("policy step %d loss %.4f val single-sample accuracy %.3f", step, loss, acc)
+            log.info("%s step %d loss %.4f val single-sample accuracy %.3f", label, step, loss,
+                     acc)
             if acc >= cfg.stop_accuracy and step >= cfg.min_steps:
                 break
             resume.save({"params": params, "opt_state": opt_state}, rng, step=step,
@@ -197,7 +209,7 @@ def train_policy(
     model = LoadedModel(cfg=model_cfg, graphdef=graphdef, params=params, meta=meta)
     if out_dir is not None:
         checkpoint.save(out_dir, model)
-        log.info("saved policy to %s", out_dir)
+        log.info("saved %s to %s", label, out_dir)
         resume.clear()
     return model
 
@@ -209,6 +221,12 @@ def cache_key(*parts) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
+def policy_path(task: Task, model_cfg: TransformerConfig, cfg: TrainConfig, *,
+                cache_dir: str | Path) -> Path:
+    """Where :func:`get_policy` caches the policy of these configs."""
+    return Path(cache_dir) / f"policy-{cache_key(task, model_cfg, cfg)}"
+
+
 def get_policy(
     task: Task,
     model_cfg: TransformerConfig,
@@ -217,6 +235,7 @@ def get_policy(
     cache_dir: str | Path,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
+    label: str = "policy",
 ) -> LoadedModel:
     """Loads ``checkpoint_path`` if given, else the cached policy for these configs, else trains
     one and caches it under ``cache_dir/policy-<hash>``. ``meta['id']`` names the checkpoint."""
@@ -233,12 +252,12 @@ def get_policy(
         model = checkpoint.load(path)
         model.meta["id"] = str(path)
         return model
-    path = Path(cache_dir) / f"policy-{cache_key(task, model_cfg, cfg)}"
+    path = policy_path(task, model_cfg, cfg, cache_dir=cache_dir)
     if checkpoint.exists(path):
         log.info("reusing cached policy %s", path)
         model = checkpoint.load(path)
     else:
-        log.info("training policy into %s", path)
-        model = train_policy(task, model_cfg, cfg, out_dir=path, progress=progress)
+        log.info("training %s into %s", label, path)
+        model = train_policy(task, model_cfg, cfg, out_dir=path, progress=progress, label=label)
     model.meta["id"] = path.name
     return model
