@@ -11,6 +11,10 @@ One process runs, side by side, on the same architecture, batch, prompt and numb
   GPT-2-style models of matching size, ``do_sample=True``, ``max_new_tokens = min_new_tokens =
   new_tokens``, the same ``B`` copies of the same prompt.
 
+Two more sections: ``methods`` (each search method's wall time per generated token against
+best-of-N, useful/executed FLOPs, compilations over a budget grid) and ``train`` (SFT steps per
+second of the default policy on one device, and two trainings side by side, one per device).
+
 Compile time and warm-up are excluded; each figure is the best (and the median) of a few timed
 repeats. Tokens/s counts generated tokens only (``B * new_tokens`` per call). Useful GFLOP/s uses
 the analytic ledger (:mod:`ttc.flops`): one prefill of the shared prompt plus every generated
@@ -21,6 +25,7 @@ Usage::
     python scripts/bench.py                        # default sizes, batches 256 and 1024
     python scripts/bench.py --batch 256 --new-tokens 64 --out bench.json
     python scripts/bench.py --quick                # tiny sizes, runs in seconds
+    python scripts/bench.py --sections train       # training throughput only
 
 The harness is a registry of *sections* (:data:`SECTIONS`): each is a function
 ``fn(args) -> list[dict]`` whose rows land in ``bench.json`` under ``sections[name]`` and in the
@@ -564,10 +569,85 @@ def bench_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Training throughput: SFT steps per second of the default policy (``conf/policy/tiny.yaml``
+    on the default arithmetic task; ``--quick``: the quick size), batch ``--train-batch``, on
+    one device alone and as two trainings side by side, one per device
+    (:func:`ttc.parallel.side_by_side`, as the main job trains the policy and its verifier's LM).
+
+    Both trainings run the same ``--train-steps`` pre-made batches from the same start; the
+    batches' generation is timed apart (``datagen_s_per_step``: host Python, which the main job
+    pays inside each step). Compile excluded (a warm-up pass first); ``--repeats`` interleaved
+    rounds, the fastest call counts. ``speedup`` is two trainings' steps per second side by side
+    over one training's alone (2.0 would be perfect scaling).
+    """
+    from ttc.parallel import pinned, side_by_side
+    from ttc.tasks import make_task
+    from ttc.train import TrainConfig, lm_loss, make_optimizer, sequences, train_step
+
+    task = make_task("arithmetic")
+    width = task.max_prompt_len + task.max_solution_len
+    size = QUICK_SIZES[0] if args.quick else KNOWN_SIZES[0]
+    cfg = dataclasses.replace(size.ttc_config(width), vocab_size=task.tokenizer.vocab_size)
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    batches = [sequences(task, task.problems(args.train_batch, seed=int(rng.integers(2**31)),
+                                             split="train"), width)
+               for _ in range(args.train_steps)]
+    datagen = (time.perf_counter() - t0) / args.train_steps
+    tx = make_optimizer(TrainConfig())
+
+    def trainer(device: jax.Device) -> Callable[[], None]:
+        with pinned(device):
+            graphdef, params = nnx.split(create(cfg, seed=0), nnx.Param)
+            state = [params, tx.init(params)]
+            on_device = [tuple(jnp.asarray(x) for x in b) for b in batches]
+
+        def run() -> None:
+            with pinned(device):
+                p, o = state
+                for b in on_device:
+                    p, o, loss = train_step(graphdef, p, o, b, tx=tx, loss_fn=lm_loss)
+                jax.block_until_ready(loss)
+                state[:] = [p, o]
+        return run
+
+    devices = jax.local_devices()[:2]
+    runs = [trainer(d) for d in devices]
+    one = runs[0]
+    pair = (lambda: side_by_side(runs)) if len(runs) > 1 else None
+    one()
+    if pair:
+        pair()  # warm-up: compiles on every device
+    times: dict[str, list[float]] = {"one_device": [], "side_by_side": []}
+    for _ in range(max(1, args.repeats)):
+        for name, f in (("one_device", one), ("side_by_side", pair)):
+            if f is not None:
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+    base = {"section": "train", "size": size.name, "batch": args.train_batch,
+            "steps": args.train_steps, "width": width, "datagen_s_per_step": datagen,
+            "n_params": sum(int(np.size(x)) for x in jax.tree.leaves(nnx.state(create(cfg),
+                                                                                nnx.Param)))}
+    one_sps = args.train_steps / min(times["one_device"])
+    rows = [{**base, "impl": "one_device", "trainings": 1, "steps_per_s": one_sps,
+             "s_per_step": 1 / one_sps, "repeats": len(times["one_device"])}]
+    if pair is None:
+        rows.append({**base, "impl": "side_by_side", "skipped": "one device: nothing to pair"})
+    else:
+        sps = 2 * args.train_steps / min(times["side_by_side"])
+        rows.append({**base, "impl": "side_by_side", "trainings": 2, "steps_per_s": sps,
+                     "s_per_step": 2 / sps, "speedup": sps / one_sps,
+                     "repeats": len(times["side_by_side"])})
+    return rows
+
+
 Section = Callable[[argparse.Namespace], list[dict[str, Any]]]
 SECTIONS: dict[str, Section] = {
     "decode": bench_decode,
     "methods": bench_methods,
+    "train": bench_train,
 }
 """Bench sections in run order: name -> ``fn(args) -> rows``. Add a section by adding an entry."""
 
@@ -642,6 +722,23 @@ def _print_methods(rows: list[dict[str, Any]]) -> None:
     print(f"compilations over budgets {r0['grid']} run twice: {r0['compiles_over_grid_x2']}")
 
 
+def _print_train(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    r0 = rows[0]
+    print(f"\ntraining {r0['size']} ({r0['n_params']:,} parameters), batch {r0['batch']} x "
+          f"{r0['width']} tokens, {r0['steps']} steps (compile and batch generation excluded; "
+          f"generation: {1000 * r0['datagen_s_per_step']:.1f} ms per step)")
+    print(f"{'impl':<14} {'trainings':>9} {'steps/s':>9} {'s/step':>8} {'speedup':>8}")
+    for r in rows:
+        if r.get("skipped"):
+            print(f"{r['impl']:<14} {r['skipped']}")
+            continue
+        sp = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
+        print(f"{r['impl']:<14} {r['trainings']:>9} {r['steps_per_s']:>9.2f} "
+              f"{r['s_per_step']:>8.3f} {sp:>8}")
+
+
 def _print_summary(summary: list[dict[str, Any]]) -> None:
     if not summary:
         return
@@ -692,6 +789,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: the newest arithmetic-task policy)")
     p.add_argument("--method-grid", type=int, nargs="+", default=[2, 8, 32],
                    help="budgets whose compilations are counted (methods section)")
+    p.add_argument("--train-batch", type=int, default=None,
+                   help="sequences per training step (train section; default 128, as the main job)")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="timed steps per training call (train section; default 20)")
     p.add_argument("--checkpoints", default="checkpoints", help="where cached policies live")
     p.add_argument("--out", default="bench.json", help="where to write the JSON report")
     args = p.parse_args(argv)
@@ -701,6 +802,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.prompt_len = args.prompt_len or (4 if q else 16)
     args.repeats = args.repeats or (1 if q else 3)
     args.matmul_n = args.matmul_n or (256 if q else 2048)
+    args.train_batch = args.train_batch or (16 if q else 128)
+    args.train_steps = args.train_steps or (3 if q else 20)
     if q:
         args.sizes = list(QUICK_SIZES)
         args.method_n, args.method_problems, args.method_grid = 4, 8, [2, 4]
@@ -713,7 +816,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"unknown size(s) {bad}; choose among {list(known)}")
         args.sizes = [known[n] for n in names]
     args.hf_threads = args.hf_threads or [usable_cores()]
-    for f in ("new_tokens", "prompt_len", "repeats", "matmul_n"):
+    for f in ("new_tokens", "prompt_len", "repeats", "matmul_n", "train_batch",
+              "train_steps"):
         if getattr(args, f) < 1:
             p.error(f"--{f.replace('_', '-')} must be positive")
     if min(args.batch) < 1 or min(args.hf_threads) < 1:
@@ -757,9 +861,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("# f32 matmul peak ({}x{}): {}".format(
         args.matmul_n, args.matmul_n,
         ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s" for k, v in peaks.items())), flush=True)
-    print(f"# prompt {args.prompt_len} tokens (shared), {args.new_tokens} new tokens per row, "
-          f"sampling at temperature 1; best of <= {args.repeats} after a warm-up", flush=True)
-    print(_HEADER, flush=True)
+    if "decode" in args.sections:
+        print(f"# prompt {args.prompt_len} tokens (shared), {args.new_tokens} new tokens per "
+              f"row, sampling at temperature 1; best of <= {args.repeats} after a warm-up",
+              flush=True)
+        print(_HEADER, flush=True)
     sections: dict[str, list[dict[str, Any]]] = {}
     for name in args.sections:
         sections[name] = SECTIONS[name](args)
@@ -767,6 +873,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = summarize(sections.get("decode", []))
     _print_summary(summary)
     _print_methods(sections.get("methods", []))
+    _print_train(sections.get("train", []))
     report = {
         "command": " ".join([os.path.basename(sys.argv[0]) or "bench.py", *(argv or sys.argv[1:])]),
         "machine": machine,

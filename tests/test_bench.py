@@ -27,7 +27,7 @@ def _load_bench():
 
 
 def _check_report(report: dict, *, hf_expected: bool | None,
-                  sections: tuple[str, ...] = ("decode", "methods")) -> None:
+                  sections: tuple[str, ...] = ("decode", "methods", "train")) -> None:
     """Checks the keys and the signs of ``report``.
 
     Args:
@@ -59,6 +59,20 @@ def _check_report(report: dict, *, hf_expected: bool | None,
         grid, compiles = methods[0]["grid"], methods[0]["compiles_over_grid_x2"]
         assert compiles["generate"] <= len(grid) and compiles["search"] <= 2 * len(grid)
 
+    if "train" in sections:
+        train = report["sections"]["train"]
+        assert [r["impl"] for r in train] == ["one_device", "side_by_side"]
+        assert train[0]["n_params"] > 0 and train[0]["datagen_s_per_step"] > 0
+        for r in train:
+            if r.get("skipped"):
+                assert r["impl"] == "side_by_side" and report["args"]["devices"] == 1
+                continue
+            assert r["steps_per_s"] > 0 and r["trainings"] == (1 if r is train[0] else 2)
+        if not train[1].get("skipped"):
+            assert train[1]["speedup"] == pytest.approx(
+                train[1]["steps_per_s"] / train[0]["steps_per_s"])
+    if "decode" not in sections:
+        return
     rows = report["sections"]["decode"]
     impls = {r["impl"] for r in rows}
     devices = report["args"]["devices"]  # ttc's default split; a one-device row is added
@@ -122,6 +136,6 @@ def test_bench_degrades_without_torch(tmp_path, monkeypatch, capsys):
 def test_bench_sections_registry():
     """The harness is a registry of sections; bad sizes are refused."""
     bench = _load_bench()
-    assert list(bench.SECTIONS) == ["decode", "methods"]
+    assert list(bench.SECTIONS) == ["decode", "methods", "train"]
     with pytest.raises(SystemExit):
         bench.parse_args(["--sizes", "no-such-size"])
