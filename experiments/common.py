@@ -116,18 +116,18 @@ def same_data_config(cfg: DictConfig, task: Task, name: str,
 
 
 def same_data_policy(cfg: DictConfig, task: Task, policy, name: str, *, steps: int | None = None,
-                     progress: bool = True):
+                     progress: bool = True, label: str | None = None):
     """The policy config ``conf/policy/<name>.yaml`` trained on the main policy's data stream
     (same batch and seed) for ``steps`` optimiser steps (default: as many as the main policy:
     equal pretraining tokens), without early stopping. Trained on first use and cached like any
-    policy. Returns the loaded model."""
+    policy; ``label`` names it in logs and progress bars. Returns the loaded model."""
     from ttc.train import get_policy
 
     if steps is None:
         steps = int(policy.meta.get("train", {}).get("steps_run", cfg.train.steps))
     mcfg, tcfg = same_data_config(cfg, task, name, steps)
     return get_policy(task, mcfg, tcfg, cache_dir=cfg.cache_dir, progress=progress,
-                      label=f"verifier LM ({name})")
+                      label=label or f"{name} policy (same data)")
 
 
 def as_path(p: str | None) -> Path | None:

@@ -105,8 +105,8 @@ def train_models(cfg: DictConfig, task, methods: list[MethodSpec], pcfg, tcfg,
     When both still have to be trained and the trunk does not depend on the policy
     (``reward.base_steps`` set), they train at once, one per device
     (:func:`ttc.parallel.side_by_side`): the same models, bit for bit, as one after the other.
-    A training step keeps about 0.7 of a core busy on one device, so two at once run 1.37x the
-    steps per second of one. On the default job, 7:37 instead of 8:26 (``docs/BENCHMARKS.md``).
+    One training step already keeps part of the second core busy, so two at once run only
+    1.26-1.37x the steps per second of one (``docs/BENCHMARKS.md``, run G).
     """
     policy_job = functools.partial(get_policy, task, pcfg, tcfg, cache_dir=cfg.cache_dir,
                                    checkpoint_path=as_path(cfg.policy.checkpoint),
@@ -114,19 +114,20 @@ def train_models(cfg: DictConfig, task, methods: list[MethodSpec], pcfg, tcfg,
     if not reward_kinds(methods) or not (rs.base or rs.base_steps):
         return policy_job(), None
     name = rs.base or str(cfg.policy.name)
+    label = f"verifier LM ({name})"
     if rs.base_steps is None:  # the trunk trains as many steps as the policy did
         policy = policy_job()
-        return policy, same_data_policy(cfg, task, policy, name, progress=cfg.progress)
+        return policy, same_data_policy(cfg, task, policy, name, progress=cfg.progress,
+                                        label=label)
     mcfg, trunk_tcfg = same_data_config(cfg, task, name, rs.base_steps)
     trunk_job = functools.partial(get_policy, task, mcfg, trunk_tcfg, cache_dir=cfg.cache_dir,
-                                  progress=cfg.progress, label=f"verifier LM ({name})")
+                                  progress=cfg.progress, label=label)
     untrained = (as_path(cfg.policy.checkpoint) is None
                  and not checkpoint.exists(policy_path(task, pcfg, tcfg, cache_dir=cfg.cache_dir))
                  and not checkpoint.exists(policy_path(task, mcfg, trunk_tcfg,
                                                        cache_dir=cfg.cache_dir)))
     if untrained and sampler_devices() > 1:
-        policy, trunk = side_by_side([_host(policy_job), _host(trunk_job)])
-        return policy, trunk
+        return tuple(side_by_side([_host(policy_job), _host(trunk_job)]))
     return policy_job(), trunk_job()
 
 

@@ -254,7 +254,7 @@ def get_policy(
         return model
     path = policy_path(task, model_cfg, cfg, cache_dir=cache_dir)
     if checkpoint.exists(path):
-        log.info("reusing cached policy %s", path)
+        log.info("reusing cached %s %s", label, path)
         model = checkpoint.load(path)
     else:
         log.info("training %s into %s", label, path)
