@@ -1,1 +1,5 @@
-"""Hydra entry points (the library in ``ttc/`` has no Hydra inside)."""
+"""Thin scripts for a source checkout: ``python -m experiments.run`` is ``ttc-run``.
+
+The entry points themselves live in :mod:`ttc.cli` (installed with the wheel); this folder is
+not part of the installed package.
+"""

@@ -1,53 +1,9 @@
-"""Train (or reuse) the models the main job needs — policy, and the PRM/ORM its methods use —
-without evaluating.
+"""``python -m experiments.train`` in a source checkout: the same as ``ttc-train``.
 
-    ttc-train                          # default policy + PRM + ORM, cached under checkpoints/
-    ttc-train policy=small             # another size
-    ttc-train method=majority          # only the policy (no method needs a reward model)
-    ttc-train +save_to=my_policy       # also copy the policy checkpoint to a chosen directory
+The entry point is :func:`ttc.cli.train.main`.
 """
 
-from __future__ import annotations
-
-import logging
-
-from omegaconf import DictConfig
-
-from experiments.common import (
-    build_task,
-    friendly_errors,
-    hydra_entry,
-    policy_config,
-    setup_devices,
-    train_config,
-)
-from ttc import checkpoint
-from ttc.train import get_policy
-
-log = logging.getLogger("ttc.train")
-
-
-@friendly_errors
-def run(cfg: DictConfig) -> None:
-    from experiments.run import method_specs, reward_settings, reward_sources
-
-    setup_devices(cfg)
-    task = build_task(cfg)
-    methods, rsettings = method_specs(cfg), reward_settings(cfg)
-    policy = get_policy(task, policy_config(cfg, task), train_config(cfg.train),
-                        cache_dir=cfg.cache_dir, progress=cfg.progress)
-    tr = policy.meta.get("train", {})
-    print(f"policy {policy.meta.get('id')}: {policy.cfg.n_params} parameters, "
-          f"{tr.get('steps_run')} steps, validation single-sample accuracy "
-          f"{tr.get('val_accuracy', float('nan')):.3f}")
-    reward_sources(cfg, methods, task, policy, rsettings)
-    if cfg.get("save_to"):
-        dst = checkpoint.save(cfg.save_to, policy)
-        print(f"saved a copy to {dst}")
-
-
-main = hydra_entry(run)
-
+from ttc.cli.train import main
 
 if __name__ == "__main__":
     main()

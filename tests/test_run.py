@@ -7,8 +7,8 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments.common import CONF_DIR
-from experiments.run import run
+from ttc.cli.common import CONF_DIR
+from ttc.cli.run import run
 
 TINY = [
     "task.min_ops=1", "task.max_ops=2", "policy.d_model=32", "policy.d_ff=64",
@@ -81,7 +81,7 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
 )
 def test_bad_overrides_exit_with_one_paragraph(tmp_path, override, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.run", *TINY, f"out_dir={tmp_path}/r",
+        [sys.executable, "-m", "ttc.cli.run", *TINY, f"out_dir={tmp_path}/r",
          f"cache_dir={tmp_path}/c", override],
         capture_output=True, text=True, timeout=300,
     )
@@ -94,7 +94,7 @@ def test_bad_overrides_exit_with_one_paragraph(tmp_path, override, message):
 
 def test_unknown_method_group_is_a_hydra_error(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.run", f"out_dir={tmp_path}/r", "method=nope"],
+        [sys.executable, "-m", "ttc.cli.run", f"out_dir={tmp_path}/r", "method=nope"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -102,7 +102,7 @@ def test_unknown_method_group_is_a_hydra_error(tmp_path):
 
 
 def test_reproduce_writes_a_claim_report(tmp_path, capsys):
-    from experiments.reproduce import reproduce
+    from ttc.cli.reproduce import reproduce
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose("config", overrides=[
@@ -120,7 +120,7 @@ def test_reproduce_writes_a_claim_report(tmp_path, capsys):
 
 
 def test_reproduce_without_an_experiment_is_a_config_error(tmp_path, capsys):
-    from experiments.reproduce import reproduce
+    from ttc.cli.reproduce import reproduce
 
     with pytest.raises(SystemExit) as e:
         reproduce(_cfg(tmp_path))

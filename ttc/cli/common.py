@@ -20,8 +20,21 @@ log = logging.getLogger("ttc")
 for _noisy in ("absl", "jax._src.xla_bridge", "orbax"):  # INFO chatter of dependencies
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
-# absolute, so the console scripts find the configs wherever they are started from
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _conf_dir() -> Path:
+    """The Hydra config directory: ``ttc/conf`` inside an installed wheel, else the source
+    checkout's top-level ``conf/`` (an editable install or a plain checkout). Absolute, so the
+    console scripts find it from any working directory."""
+    pkg = Path(__file__).resolve().parent.parent
+    for candidate in (pkg / "conf", pkg.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"ttc's Hydra configs are missing: neither {pkg / 'conf'} nor "
+                       f"{pkg.parent / 'conf'} holds config.yaml; reinstall ttc")
+
+
+CONF_DIR = str(_conf_dir())
 
 
 def build_task(cfg: DictConfig) -> Task:

@@ -1,0 +1,251 @@
+"""Main job: train (or reuse) the policy, evaluate every method over a budget grid, write
+``outputs/<name>/{results.jsonl,frontier.csv,pareto.png}`` and print a table.
+
+    ttc-run                                   # the default grid (resumes if run before)
+    ttc-run name=quick budgets=[1,4,16] eval.n_problems=64
+    ttc-run method=majority logger=wandb
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ttc.cli.common import (
+    as_path,
+    build_task,
+    enable_compilation_cache,
+    friendly_errors,
+    hydra_entry,
+    policy_config,
+    same_data_config,
+    same_data_policy,
+    setup_devices,
+    train_config,
+)
+from ttc import checkpoint
+from ttc.checkpoint import LoadedModel
+from ttc.errors import ConfigError
+from ttc.evaluate import EvalConfig, RewardSource, evaluate, format_table, run_tag
+from ttc.methods import MethodSpec, make_spec
+from ttc.parallel import sampler_devices, side_by_side
+from ttc.plots import plot_pareto, write_frontier_csv
+from ttc.results import ResultsStore
+from ttc.rewards import RewardSpec
+from ttc.train import TrainConfig, get_policy, policy_path
+from ttc.train_reward import LabelConfig, get_reward_model
+
+log = logging.getLogger("ttc.run")
+
+
+def method_specs(cfg: DictConfig) -> list[MethodSpec]:
+    specs = [make_spec(OmegaConf.to_container(m, resolve=True) if OmegaConf.is_config(m) else m)
+             for m in cfg.methods]
+    labels = [m.label for m in specs]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(f"method labels must be unique, {dup} repeat; give each a `label`")
+    return specs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RewardSettings:
+    """The validated ``reward`` section: head, trunk choice, labelling and training configs."""
+
+    head: str
+    init_from_policy: bool
+    base: str | None
+    base_steps: int | None
+    labels: LabelConfig
+    train: TrainConfig
+
+
+def reward_settings(cfg: DictConfig) -> RewardSettings:
+    """Parses and checks ``cfg.reward`` (before anything is trained, so a mistake there stops
+    the job at once)."""
+    r = cfg.reward
+    head = str(r.get("head", "scalar"))
+    if head not in ("scalar", "lm_value"):
+        raise ConfigError(f"reward.head must be scalar or lm_value, got {head!r}")
+    if head == "lm_value" and not r.init_from_policy:
+        raise ConfigError("reward.head=lm_value reads a trained LM's log-probabilities: it needs "
+                          "reward.init_from_policy=true")
+    steps = r.get("base_steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ConfigError(f"reward.base_steps must be a positive integer or null, got {steps!r}")
+    try:
+        labels = LabelConfig(**OmegaConf.to_container(r.labels, resolve=True))
+    except TypeError as e:
+        raise ConfigError(f"reward.labels: {e}") from None
+    return RewardSettings(head=head, init_from_policy=bool(r.init_from_policy),
+                          base=None if r.get("base") is None else str(r.base), base_steps=steps,
+                          labels=labels, train=train_config(r.train))
+
+
+def reward_kinds(methods: list[MethodSpec]) -> list[str]:
+    """The learned reward models (``prm``, ``orm``) that ``methods`` need, sorted."""
+    return sorted({m.reward for m in methods if m.reward in ("prm", "orm")})
+
+
+def _host(job: Callable[[], LoadedModel]) -> Callable[[], LoadedModel]:
+    return lambda: job().on_host()
+
+
+def train_models(cfg: DictConfig, task, methods: list[MethodSpec], pcfg, tcfg,
+                 rs: RewardSettings) -> tuple[LoadedModel, LoadedModel | None]:
+    """The policy and, if the verifiers need one of their own, the verifier's trunk LM (a
+    policy config trained on the policy's data, ``reward.base``/``reward.base_steps``).
+
+    When both still have to be trained and the trunk does not depend on the policy
+    (``reward.base_steps`` set), they train at once, one per device
+    (:func:`ttc.parallel.side_by_side`): the same models, bit for bit, as one after the other.
+    One training step already keeps part of the second core busy, so two at once run only
+    1.26-1.37x the steps per second of one (``docs/BENCHMARKS.md``, run G).
+    """
+    policy_job = functools.partial(get_policy, task, pcfg, tcfg, cache_dir=cfg.cache_dir,
+                                   checkpoint_path=as_path(cfg.policy.checkpoint),
+                                   progress=cfg.progress)
+    if not reward_kinds(methods) or not (rs.base or rs.base_steps):
+        return policy_job(), None
+    name = rs.base or str(cfg.policy.name)
+    label = f"verifier LM ({name})"
+    if rs.base_steps is None:  # the trunk trains as many steps as the policy did
+        policy = policy_job()
+        return policy, same_data_policy(cfg, task, policy, name, progress=cfg.progress,
+                                        label=label)
+    mcfg, trunk_tcfg = same_data_config(cfg, task, name, rs.base_steps)
+    trunk_job = functools.partial(get_policy, task, mcfg, trunk_tcfg, cache_dir=cfg.cache_dir,
+                                  progress=cfg.progress, label=label)
+    untrained = (as_path(cfg.policy.checkpoint) is None
+                 and not checkpoint.exists(policy_path(task, pcfg, tcfg, cache_dir=cfg.cache_dir))
+                 and not checkpoint.exists(policy_path(task, mcfg, trunk_tcfg,
+                                                       cache_dir=cfg.cache_dir)))
+    if untrained and sampler_devices() > 1:
+        return tuple(side_by_side([_host(policy_job), _host(trunk_job)]))
+    return policy_job(), trunk_job()
+
+
+def reward_sources(cfg: DictConfig, methods, task, policy, rs: RewardSettings,
+                   trunk: LoadedModel | None = None) -> dict[str, RewardSource]:
+    """Trains (or loads cached) the PRM/ORM models that the methods need, as ``rs`` (from
+    :func:`reward_settings`) configures them, on ``trunk`` (default: the policy)."""
+    kinds = reward_kinds(methods)
+    out = {}
+    if not kinds:
+        return out
+    base = policy if trunk is None else trunk
+    if trunk is not None:
+        tr = base.meta.get("train", {})
+        print(f"verifier trunk {base.meta.get('id')} ({rs.base or cfg.policy.name}, "
+              f"{tr.get('steps_run')} steps): "
+              f"single-sample accuracy {tr.get('val_accuracy', float('nan')):.3f}")
+    rcfg = dataclasses.replace(base.cfg, head=rs.head)
+    # in turn: trained side by side (ttc.parallel.side_by_side) they took as long in all
+    for kind in kinds:
+        m = get_reward_model(kind, policy, task, rcfg, rs.labels, rs.train,
+                             cache_dir=cfg.cache_dir, init_from_policy=rs.init_from_policy,
+                             base=None if base is policy else base, progress=cfg.progress)
+        q = m.meta.get("quality", {})
+        log.info("%s %s quality: %s", kind, m.meta.get("id"), q)
+        print(f"{kind} {m.meta.get('id')}: " + ", ".join(f"{k}={v:.3f}" for k, v in q.items()))
+        out[kind] = RewardSource(
+            spec=RewardSpec(kind=kind, graphdef=m.graphdef, window=task.max_step_len),
+            params=m.params, cfg=m.cfg, meta=m.meta)
+    return out
+
+
+def eval_config(cfg: DictConfig) -> EvalConfig:
+    e = OmegaConf.to_container(cfg.eval, resolve=True)
+    try:
+        budgets = tuple(int(b) for b in cfg.budgets)
+        search_budgets = tuple(int(b) for b in cfg.search_budgets)
+        seeds = tuple(int(s) for s in cfg.seeds)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"budgets, search_budgets and seeds must be lists of integers: {err}") \
+            from None
+    try:
+        return EvalConfig(budgets=budgets, search_budgets=search_budgets, seeds=seeds, **e)
+    except TypeError as err:
+        raise ConfigError(f"eval: {err}") from None
+
+
+def write_outputs(records: list[dict], run_dir: Path) -> Path:
+    write_frontier_csv(records, run_dir / "frontier.csv")
+    plot = run_dir / "pareto.png"
+    plot_pareto(records, plot)
+    return plot
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """What :func:`run` produced: the store, the records of this configuration and its pieces."""
+
+    store: ResultsStore
+    tag: str
+    task: object
+    policy: object
+    rewards: dict
+    run_dir: Path
+
+    @property
+    def records(self) -> list[dict]:
+        return [r for r in self.store.records if r["key"].endswith("|" + self.tag)]
+
+
+@friendly_errors
+def run(cfg: DictConfig) -> RunOutcome:
+    t0 = time.time()
+    setup_devices(cfg)
+    run_dir = Path(cfg.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    task = build_task(cfg)
+    if cfg.get("compilation_cache", True):
+        enable_compilation_cache(cfg.cache_dir)
+    methods = method_specs(cfg)
+    ecfg = eval_config(cfg)
+    pcfg = policy_config(cfg, task)
+    tcfg = train_config(cfg.train)
+    rsettings = reward_settings(cfg)
+    mirror = None
+    if cfg.logger.name == "wandb":
+        from ttc.tracking import WandbMirror
+
+        mirror = WandbMirror(project=cfg.logger.project, name=cfg.name, run_dir=run_dir,
+                             config=OmegaConf.to_container(cfg, resolve=True),
+                             mode=cfg.logger.mode)
+    elif cfg.logger.name != "local":
+        raise ConfigError(f"logger must be local or wandb, got {cfg.logger.name!r}")
+    store = ResultsStore(run_dir / "results.jsonl", mirror=mirror)
+    policy, trunk = train_models(cfg, task, methods, pcfg, tcfg, rsettings)
+    run_config = {"task": dataclasses.asdict(task), "policy": dataclasses.asdict(pcfg),
+                  "policy_id": policy.meta.get("id")}
+    rewards = reward_sources(cfg, methods, task, policy, rsettings, trunk)
+    new = evaluate(policy, task, methods, ecfg, store, run_dir=run_dir, rewards=rewards,
+                   run_config=run_config, progress=cfg.progress)
+    outcome = RunOutcome(store=store, tag=run_tag(policy, task, ecfg, rewards), task=task,
+                         policy=policy, rewards=rewards, run_dir=run_dir)
+    # the outputs show this configuration only: results.jsonl keeps every configuration run
+    # into this directory (a changed model or test set gets a new key tag)
+    records = outcome.records
+    plot = write_outputs(records, run_dir)
+    if mirror is not None:
+        mirror.finish(plot)
+    print(format_table(records))
+    older = len(store.records) - len(records)
+    print(f"\n{len(new)} new record(s), {len(records)} of this configuration in {store.path}"
+          + (f" (and {older} of earlier configurations)" if older else "")
+          + f"; frontier.csv and pareto.png in {run_dir} ({time.time() - t0:.0f}s)")
+    return outcome
+
+
+main = hydra_entry(run)
+
+
+if __name__ == "__main__":
+    main()
