@@ -12,6 +12,8 @@ Conventions:
   ``EOS``), runs out of slots, or the call's ``max_steps`` is reached. Rows that are stopped do not
   advance, but the batched loop still computes them: that is *executed* work, not *useful* work.
 * Sampling parameters are traced data (changing them does not recompile).
+* The model is any :class:`ttc.models.interface.Policy` (its cache, positions and ``write_pos``
+  follow that module's conventions); nothing here depends on its family.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from flax import nnx, struct
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from ttc.models.transformer import Cache, init_cache
+from ttc.models.interface import Cache
 from ttc.parallel import over_rows, resolve_devices
 
 
@@ -151,7 +153,7 @@ def prefill(
     if cache_len < lp:
         raise ValueError(f"cache_len={cache_len} is shorter than the prompts ({lp})")
     model = nnx.merge(graphdef, params)
-    cache = init_cache(model.cfg, p, cache_len)
+    cache = model.cfg.init_cache(p, cache_len)
     out, cache = model(prompts, cache=cache, write_pos=jnp.zeros((p,), jnp.int32))
     last = jnp.take_along_axis(out, (prompt_len - 1)[:, None, None], axis=1)[:, 0]
     tokens = jnp.zeros((p, cache_len), jnp.int32).at[:, :lp].set(prompts)
@@ -273,7 +275,7 @@ def _prefill_grouped(graphdef, params, prompts, prompt_len, *, group: int):
         def run(x):
             toks, plen = x
             model = nnx.merge(graphdef, params)
-            cache = init_cache(cfg, group, length)
+            cache = cfg.init_cache(group, length)
             out, cache = model(toks[:, :length], cache=cache,
                                write_pos=jnp.zeros((group,), jnp.int32))
             last = jnp.take_along_axis(out, (plen - 1)[:, None, None], axis=1)[:, 0]
@@ -333,7 +335,7 @@ def _generate_jit(graphdef, params, prompts, prompt_len, problem_id, n_valid, ke
     TRACE_COUNTS["generate"] += 1
     local = functools.partial(_generate_local, graphdef, task=task, num_samples=num_samples,
                               slots=slots, group=group)
-    return over_rows(local, devices, (False, True, True, True, True, False, False))(
+    return over_rows(local, devices, split={"prompts", "prompt_len", "problem_id", "n_valid"})(
         params, prompts, prompt_len, problem_id, n_valid, key, sp)
 
 
@@ -440,7 +442,7 @@ def _generate_local(graphdef, params, prompts, prompt_len, problem_id, n_valid, 
     st = _Slots(
         tokens=jnp.zeros((b, t), jnp.int32),
         length=jnp.zeros((b,), jnp.int32),
-        cache=init_cache(model_cfg, b, t),
+        cache=model_cfg.init_cache(b, t),
         logits=jnp.zeros((b, plast.shape[-1]), jnp.float32),
         loglik=jnp.zeros((b,), jnp.float32),
         done=jnp.ones((b,), bool),

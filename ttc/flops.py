@@ -1,9 +1,12 @@
-"""Analytic FLOP ledger (DESIGN.md).
+"""Analytic FLOP ledger.
 
 A forward pass of one token that attends to ``c`` positions costs
 ``2 * N_matmul + 4 * n_layers * d_attn * c`` FLOPs (Kaplan et al. 2020, Table 1; Snell et al.
-2024 use the same 2N per inference token). Costs are kept per component (policy prefill, policy
-decode, reward-model scoring, lookahead rollouts) and in two totals:
+2024 use the same 2N per inference token). Every function takes a model config of the policy
+interface (:class:`ttc.models.interface.PolicyConfig`) and reads only ``matmul_params``,
+``n_layers``, ``d_attn`` and ``flops_per_token`` (which equals the formula). Costs are kept per
+component (policy prefill, policy decode, reward-model scoring, lookahead rollouts) and in two
+totals:
 
 * **useful**: tokens that belong to a sample, each at its own context length;
 * **executed**: what the batched loop computed: every row (finished, empty or padding included)
@@ -19,55 +22,41 @@ import dataclasses
 
 import numpy as np
 
-from ttc.models.transformer import TransformerConfig
+from ttc.models.interface import PolicyConfig
 
 
-def prefill_useful(cfg: TransformerConfig, prompt_len) -> np.ndarray:
+def prefill_useful(cfg: PolicyConfig, prompt_len) -> np.ndarray:
     """Useful FLOPs of a causal prefill of ``prompt_len`` tokens (position p attends p+1)."""
     lp = np.asarray(prompt_len, np.float64)
-    return 2.0 * cfg.matmul_params * lp + 4.0 * cfg.n_layers * cfg.d_model * lp * (lp + 1) / 2
+    return 2.0 * cfg.matmul_params * lp + 4.0 * cfg.n_layers * cfg.d_attn * lp * (lp + 1) / 2
 
 
-def prefill_executed(cfg: TransformerConfig, padded_len: int, cache_len: int) -> float:
+def prefill_executed(cfg: PolicyConfig, padded_len: int, cache_len: int) -> float:
     """Executed FLOPs of prefilling one padded prompt row into a ``cache_len`` cache."""
     return float(padded_len * cfg.flops_per_token(cache_len))
 
 
-def forward_flops(cfg: TransformerConfig, tokens, ctx_sum) -> np.ndarray:
+def forward_flops(cfg: PolicyConfig, tokens, ctx_sum) -> np.ndarray:
     """FLOPs of ``tokens`` token-rows whose attention lengths sum to ``ctx_sum``."""
     return (2.0 * cfg.matmul_params * np.asarray(tokens, np.float64)
-            + 4.0 * cfg.n_layers * cfg.d_model * np.asarray(ctx_sum, np.float64))
+            + 4.0 * cfg.n_layers * cfg.d_attn * np.asarray(ctx_sum, np.float64))
 
 
-def decode_useful(cfg: TransformerConfig, tokens, ctx_sum) -> np.ndarray:
+def decode_useful(cfg: PolicyConfig, tokens, ctx_sum) -> np.ndarray:
     """Useful FLOPs of ``tokens`` generated tokens whose context lengths sum to ``ctx_sum``."""
     return forward_flops(cfg, tokens, ctx_sum)
 
 
-def decode_executed(cfg: TransformerConfig, row_steps, cache_len: int) -> np.ndarray:
+def decode_executed(cfg: PolicyConfig, row_steps, cache_len: int) -> np.ndarray:
     """Executed FLOPs of ``row_steps`` row-iterations of a decode loop over a full cache."""
     return np.asarray(row_steps, np.float64) * cfg.flops_per_token(cache_len)
 
 
-def pool_ledger(cfg: TransformerConfig, samples, problems, k: int) -> Ledger:
-    """Per-problem mean FLOPs of a size-``k`` subset of a pool (a ``ttc.decode.Samples``).
+def pool_ledger(cfg: PolicyConfig, samples, problems, k: int) -> Ledger:
+    """:func:`ttc.ledger.pool_ledger` (where the ledger builders live), kept under this name."""
+    from ttc.ledger import pool_ledger as build
 
-    The prefill is charged once per problem: useful at the prompt's own length; executed as
-    recorded by the sampler (``prefill_tokens`` token-rows over ``prefill_ctx`` slots), or, for
-    pools saved without those counters, the padded prompt width over the whole cache. Decode:
-    ``k`` times the mean per sample; executed is every loop row-iteration charged to the
-    problem's samples (``executed_row_steps``), each over all ``cache_len`` slots.
-    """
-    led = Ledger()
-    if getattr(samples, "prefill_tokens", None) is None:
-        pre_e = prefill_executed(cfg, problems.prompts.shape[1], samples.cache_len)
-    else:
-        pre_e = forward_flops(cfg, samples.prefill_tokens, samples.prefill_ctx).mean()
-    led.add("policy_prefill", prefill_useful(cfg, problems.prompt_len).mean(), pre_e)
-    dec_u = decode_useful(cfg, samples.useful_tokens, samples.useful_ctx).mean(axis=1)
-    dec_e = decode_executed(cfg, samples.executed_row_steps, samples.cache_len).mean(axis=1)
-    led.add("policy_decode", k * dec_u.mean(), k * dec_e.mean())
-    return led
+    return build(cfg, samples, problems, k)
 
 
 @dataclasses.dataclass

@@ -1,4 +1,5 @@
-"""Reward sources: learned PRM/ORM (transformer with a scalar head) and the oracle verifier.
+"""Reward sources: learned PRM/ORM (a model of the policy interface, :mod:`ttc.models.interface`,
+with a ``scalar`` or ``lm_value`` head) and the oracle verifier.
 
 Scores are probabilities in ``[0, 1]`` that the solution is (still) correct.
 
@@ -30,8 +31,8 @@ import jax.numpy as jnp
 from flax import nnx, struct
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from ttc.models.interface import Cache
 from ttc.models.reward import LogProbCarry, score_logits
-from ttc.models.transformer import Cache, init_cache
 
 KINDS = ("prm", "orm", "oracle")
 AGGREGATIONS = ("last", "min", "prod", "mean")
@@ -178,7 +179,7 @@ def init_state(spec: RewardSpec, params, prompts, prompt_len, *, num_samples: in
     cache = None
     if spec.learned:
         model = nnx.merge(spec.graphdef, params)
-        kv = init_cache(model.cfg, p, cache_len + spec.window)
+        kv = model.cfg.init_cache(p, cache_len + spec.window)
         out, kv = model(prompts, cache=kv, write_pos=jnp.zeros((p,), jnp.int32))
         _, carry = score_logits(model, out, prompts, solution=jnp.zeros(prompts.shape, bool),
                                 consumed=prompt_len)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ttc import checkpoint
 from ttc.checkpoint import LoadedModel
 from ttc.decode import SamplingParams, generate_solutions
-from ttc.models.transformer import TransformerConfig, create
+from ttc.models import PolicyConfig, create
 from ttc.tasks.base import ProblemSet, Task
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def evaluate_policy(model: LoadedModel, task: Task, problems: ProblemSet, *, see
 
 def train_policy(
     task: Task,
-    model_cfg: TransformerConfig,
+    model_cfg: PolicyConfig,
     cfg: TrainConfig,
     *,
     out_dir: str | Path | None = None,
@@ -221,7 +221,7 @@ def cache_key(*parts) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-def policy_path(task: Task, model_cfg: TransformerConfig, cfg: TrainConfig, *,
+def policy_path(task: Task, model_cfg: PolicyConfig, cfg: TrainConfig, *,
                 cache_dir: str | Path) -> Path:
     """Where :func:`get_policy` caches the policy of these configs."""
     return Path(cache_dir) / f"policy-{cache_key(task, model_cfg, cfg)}"
@@ -229,7 +229,7 @@ def policy_path(task: Task, model_cfg: TransformerConfig, cfg: TrainConfig, *,
 
 def get_policy(
     task: Task,
-    model_cfg: TransformerConfig,
+    model_cfg: PolicyConfig,
     cfg: TrainConfig,
     *,
     cache_dir: str | Path,
@@ -253,9 +253,9 @@ def get_policy(
         model.meta["id"] = str(path)
         return model
     path = policy_path(task, model_cfg, cfg, cache_dir=cache_dir)
-    if checkpoint.exists(path):
+    model = checkpoint.load_cached(path)
+    if model is not None:
         log.info("reusing cached %s %s", label, path)
-        model = checkpoint.load(path)
     else:
         log.info("training %s into %s", label, path)
         model = train_policy(task, model_cfg, cfg, out_dir=path, progress=progress, label=label)

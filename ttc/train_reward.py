@@ -4,10 +4,11 @@
 2. For every step prefix (up to and including its delimiter) roll out ``rollouts`` completions
    from the policy; the step's label is the fraction that reach the correct answer (``soft``) or
    whether any does (``hard``). The last step's label is the solution's own correctness.
-3. Train a transformer with a scalar head by binary cross-entropy at every step's last token
-   (PRM), or with the final correctness at every step end (ORM; Cobbe et al. 2021). A ``scalar``
-   head fine-tunes the whole model; an ``lm_value`` head (the log-probability verifier of
-   :mod:`ttc.models.reward`) trains only its value head and feature weights over a frozen LM.
+3. Train a reward model (a policy-interface model with a reward head) by binary cross-entropy at
+   every step's last token (PRM), or with the final correctness at every step end (ORM; Cobbe et
+   al. 2021). A ``scalar`` head fine-tunes the whole model; an ``lm_value`` head (the
+   log-probability verifier of :mod:`ttc.models.reward`) trains only its value head and feature
+   weights over a frozen LM.
 
 Quality is measured on held-out sampled solutions: ROC-AUC of the final score for final
 correctness, and step accuracy against the task's exact step checker (score > 0.5 vs verdict).
@@ -33,8 +34,8 @@ from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
 from ttc.decode import SamplingParams, generate_solutions
 from ttc.metrics import roc_auc, within_group_auc
+from ttc.models import PolicyConfig, create
 from ttc.models.reward import score_logits
-from ttc.models.transformer import TransformerConfig, create
 from ttc.tasks.base import Task
 from ttc.train import TrainConfig, cache_key, make_optimizer, train_step
 
@@ -217,7 +218,7 @@ def _head_step(graphdef, trainable, frozen, opt_state, batch, *, tx):
 
 
 def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Task,
-                       model_cfg: TransformerConfig, cfg: TrainConfig, *,
+                       model_cfg: PolicyConfig, cfg: TrainConfig, *,
                        init_from: LoadedModel | None = None, group_size: int | None = None,
                        out_dir: str | Path | None = None, progress: bool = True) -> LoadedModel:
     """Trains a PRM (per-step MC labels) or ORM (final correctness at every step end),
@@ -311,7 +312,7 @@ def train_reward_model(kind: str, data: StepDataset, val: StepDataset, task: Tas
     return model
 
 
-def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: TransformerConfig,
+def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: PolicyConfig,
                      label_cfg: LabelConfig, cfg: TrainConfig, *, cache_dir: str | Path,
                      init_from_policy: bool = True, base: LoadedModel | None = None,
                      progress: bool = True) -> LoadedModel:
@@ -329,9 +330,9 @@ def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: Tran
     base_dir = Path(cache_dir)
     path = base_dir / (f"{kind}-{key}"
                    f"{'-init' if init_from_policy else ''}")
-    if checkpoint.exists(path):
+    m = checkpoint.load_cached(path)
+    if m is not None:
         log.info("reusing cached %s %s", kind, path)
-        m = checkpoint.load(path)
     else:
         data_path = base_dir / f"mc-labels-{cache_key(policy.meta.get('id'), task, label_cfg)}.npz"
         data, val = _labels(policy, task, label_cfg, data_path, progress)

@@ -1,5 +1,37 @@
-"""Flax NNX models: the decoder policy and the reward-model trunk."""
+"""Flax NNX models behind one policy interface (:mod:`ttc.models.interface`), by family.
 
-from ttc.models.transformer import Cache, Transformer, TransformerConfig, create, init_cache
+Families: ``transformer`` (:mod:`ttc.models.transformer`, the synthetic GPT-style decoder).
+Build any registered family's module with :func:`create`.
+"""
 
-__all__ = ["Cache", "Transformer", "TransformerConfig", "create", "init_cache"]
+from ttc.models.interface import HEADS, Cache, LayerCache, Policy, PolicyConfig
+from ttc.models.registry import (
+    DEFAULT_FAMILY,
+    config_from_dict,
+    config_to_dict,
+    create,
+    families,
+    family_of,
+    register,
+)
+from ttc.models.transformer import Transformer, TransformerConfig, init_cache
+
+register("transformer", TransformerConfig, Transformer)
+
+__all__ = [
+    "DEFAULT_FAMILY",
+    "HEADS",
+    "Cache",
+    "LayerCache",
+    "Policy",
+    "PolicyConfig",
+    "Transformer",
+    "TransformerConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "create",
+    "families",
+    "family_of",
+    "init_cache",
+    "register",
+]

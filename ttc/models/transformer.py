@@ -1,11 +1,11 @@
 """A small pre-LayerNorm decoder-only transformer in Flax NNX with an explicit KV cache.
 
-The cache is a plain pytree, a tuple with one ``(k, v)`` pair per layer (a stacked array was 3x
-slower on CPU here), each ``[B, H, T, Dh]`` (heads-major, so attention is a batched matvec).
-Slot ``t`` of a row holds the token at position
-``t``: rows never have holes, so positions are slot indices and the attention mask is causal over
-slots. Rows advance independently: each call writes its ``S`` new tokens at the row's own
-``write_pos`` and attends to slots ``<= position``.
+The ``transformer`` family of the policy interface: :class:`TransformerConfig` is a
+:class:`ttc.models.interface.PolicyConfig` and :class:`Transformer` a
+:class:`ttc.models.interface.Policy`, with the cache, position and ``write_pos`` conventions
+stated there. Its cache holds ``n_heads`` key/value heads, each ``[B, n_heads, T, head_dim]``
+(heads-major, so attention is a batched matvec); positions come from a learned table of
+``max_len`` entries.
 
 The same module serves as the policy (``head='lm'``: logits over the vocabulary) and as a reward
 model: ``head='scalar'`` gives one value per position; ``head='lm_value'`` keeps the LM logits and
@@ -22,11 +22,11 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
+from ttc.models.interface import HEADS, Cache, LayerCache, ledger_flops_per_token
 from ttc.models.reward import N_FEATURES
 
-LayerCache = tuple[Float[Array, "B H T Dh"], Float[Array, "B H T Dh"]]
-Cache = tuple[LayerCache, ...]
-HEADS = ("lm", "scalar", "lm_value")
+__all__ = ["HEADS", "Cache", "LayerCache", "Transformer", "TransformerConfig", "create",
+           "init_cache"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,6 +66,11 @@ class TransformerConfig:
         return self.d_model // self.n_heads
 
     @property
+    def d_attn(self) -> int:
+        """Attention width of the FLOP ledger (``n_heads * head_dim = d_model``)."""
+        return self.d_model
+
+    @property
     def out_dim(self) -> int:
         return {"lm": self.vocab_size, "scalar": 1, "lm_value": self.vocab_size + 1}[self.head]
 
@@ -83,8 +88,15 @@ class TransformerConfig:
         return self.matmul_params + self.vocab_size * d + self.max_len * d + norms
 
     def flops_per_token(self, context: int | float) -> float:
-        """Forward FLOPs of one token attending to ``context`` positions (DESIGN.md ledger)."""
-        return 2.0 * self.matmul_params + 4.0 * self.n_layers * self.d_model * context
+        """Forward FLOPs of one token attending to ``context`` positions (the ledger formula of
+        :mod:`ttc.models.interface`)."""
+        return ledger_flops_per_token(self.matmul_params, self.n_layers, self.d_attn, context)
+
+    def init_cache(self, batch: int, length: int, dtype=jnp.float32) -> Cache:
+        """A zero cache of ``length`` slots for ``batch`` rows (``[B, n_heads, T, head_dim]``)."""
+        shape = (batch, self.n_heads, length, self.head_dim)
+        return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+                     for _ in range(self.n_layers))
 
 
 class Block(nnx.Module):
@@ -136,7 +148,7 @@ class Block(nnx.Module):
 
 
 class Transformer(nnx.Module):
-    """Decoder-only transformer (see module docstring for the cache convention)."""
+    """Decoder-only transformer (a :class:`ttc.models.interface.Policy`)."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -169,8 +181,8 @@ class Transformer(nnx.Module):
             tokens: ``[B, S]`` token ids.
             positions: ``[B, S]`` absolute positions; defaults to ``write_pos + arange(S)``
                 (or ``arange(S)`` without a cache).
-            cache: per-layer ``(k, v)`` of ``[B, H, T, Dh]``, or ``None`` for a plain causal
-                forward over ``tokens`` alone (training).
+            cache: per-layer ``(k, v)`` of ``[B, n_heads, T, head_dim]``, or ``None`` for a
+                plain causal forward over ``tokens`` alone (training).
             write_pos: ``[B]`` slot where each row's first new token is written (with a cache).
 
         Returns:
@@ -196,10 +208,10 @@ class Transformer(nnx.Module):
 
 
 def init_cache(cfg: TransformerConfig, batch: int, length: int, dtype=jnp.float32) -> Cache:
-    """A zero cache of ``length`` slots for ``batch`` rows."""
-    shape = (batch, cfg.n_heads, length, cfg.head_dim)
-    return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.n_layers))
+    """``cfg.init_cache(batch, length, dtype)``."""
+    return cfg.init_cache(batch, length, dtype)
 
 
 def create(cfg: TransformerConfig, seed: int = 0) -> Transformer:
+    """A freshly initialised :class:`Transformer` (what :func:`ttc.models.create` builds)."""
     return Transformer(cfg, rngs=nnx.Rngs(seed))
