@@ -1,47 +1,29 @@
-"""Config → objects, shared by the Hydra entry points; config mistakes become ConfigError."""
+"""Config → objects, shared by the Hydra entry points; config mistakes become ConfigError.
+
+Every entry point validates the whole configuration first (:func:`ttc.cli.schema.validate`);
+the console scripts do it once more before Hydra starts (:func:`precheck`), so that a mistake
+leaves nothing behind, not even Hydra's run directory.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ttc.cli.schema import CONF_DIR, policy_file, validate
 from ttc.errors import ConfigError
 from ttc.models.transformer import TransformerConfig
-from ttc.tasks import make_task
 from ttc.tasks.base import Task
 from ttc.train import TrainConfig
 
 log = logging.getLogger("ttc")
 for _noisy in ("absl", "jax._src.xla_bridge", "orbax"):  # INFO chatter of dependencies
     logging.getLogger(_noisy).setLevel(logging.WARNING)
-
-
-
-def _conf_dir() -> Path:
-    """The Hydra config directory: ``ttc/conf`` inside an installed wheel, else the source
-    checkout's top-level ``conf/`` (an editable install or a plain checkout). Absolute, so the
-    console scripts find it from any working directory."""
-    pkg = Path(__file__).resolve().parent.parent
-    for candidate in (pkg / "conf", pkg.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise RuntimeError(f"ttc's Hydra configs are missing: neither {pkg / 'conf'} nor "
-                       f"{pkg.parent / 'conf'} holds config.yaml; reinstall ttc")
-
-
-CONF_DIR = str(_conf_dir())
-
-
-def build_task(cfg: DictConfig) -> Task:
-    try:
-        return make_task(**OmegaConf.to_container(cfg.task, resolve=True))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"task: {e}") from None
 
 
 def policy_config(cfg: DictConfig, task: Task) -> TransformerConfig:
@@ -101,15 +83,90 @@ def enable_compilation_cache(cache_dir: str | Path) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def hydra_entry(run: Callable[[DictConfig], None]) -> Callable[[], None]:
-    """A console-script entry point running ``run`` on the composed ``conf/config.yaml``."""
+def hydra_entry(run: Callable[[DictConfig], object], command: str) -> Callable[[], None]:
+    """A console-script entry point running ``run`` on the composed ``conf/config.yaml``,
+    after :func:`precheck` of the command line (``command``: ``run|train|reproduce``)."""
     import hydra
 
     @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
     def _main(cfg: DictConfig) -> None:
         run(cfg)
 
-    return _main
+    def main() -> None:
+        precheck(sys.argv[1:], command)
+        _main()
+
+    return main
+
+
+_SWEEP_FLAGS = ("-m", "--multirun")
+
+
+def precheck(argv: Sequence[str], command: str) -> None:
+    """Validates the configuration of a command line before Hydra runs it (Hydra creates the
+    run directory before calling the job); on a mistake prints it and exits with status 2.
+
+    Overrides that Hydra rejects (``eval.n_problem=3`` without ``+``, ``method=nope``) are
+    reported the same way. A multirun (``-m``) checks every point of its sweep, and leaves
+    sweeps that the basic sweeper cannot expand to Hydra. Command lines with other Hydra flags
+    (``--cfg``, ``--help``, ``-cn``, ...) are left to Hydra.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in argv if a not in _SWEEP_FLAGS]
+    if any(a.startswith("-") for a in overrides):
+        return
+    sweep = len(overrides) < len(argv)
+    try:
+        points = _sweep_points(overrides) if sweep else [overrides]
+        cfgs = _compose(points)
+    except (HydraException, OmegaConfBaseException) as e:
+        if sweep:
+            return
+        friendly_errors(_hydra_error)(e)
+    for point, cfg in zip(points, cfgs, strict=True):
+        friendly_errors(_validate_point)(cfg, command, [o for o in point
+                                                        if any(o not in p for p in points)])
+
+
+def _sweep_points(overrides: list[str]) -> list[list[str]]:
+    """The overrides of every job of a basic-sweeper multirun."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+    return [list(p) for batch in BasicSweeper.split_arguments(parsed, None) for p in batch]
+
+
+def _compose(points: list[list[str]]) -> list[DictConfig]:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return [compose("config", overrides=p) for p in points]
+
+
+def _hydra_error(e: BaseException) -> None:
+    """Raises Hydra's composition error ``e`` (and its causes) as one paragraph."""
+    override = getattr(e, "override", None)  # a parse error names its override
+    parts = [f"cannot parse the override {override!r}:"] if override else []
+    while e is not None:
+        text = str(e).split("Config search path:")[0].replace(":\n\t", ": ")
+        text = text.replace("\n\t", ", ")
+        parts += [ln.strip() for ln in text.splitlines()
+                  if ln.strip() and not ln.strip().startswith(("full_key:", "object_type="))]
+        e = e.__cause__
+    raise ConfigError(" ".join(p if p.endswith((".", ":")) or p is parts[-1] else p + ";"
+                               for p in parts))
+
+
+def _validate_point(cfg: DictConfig, command: str, swept: list[str]) -> None:
+    try:
+        validate(cfg, command=command)
+    except ConfigError as e:
+        if not swept:
+            raise
+        raise ConfigError(f"{e} (in the sweep job {' '.join(swept)})") from None
 
 
 def same_data_config(cfg: DictConfig, task: Task, name: str,
@@ -117,10 +174,7 @@ def same_data_config(cfg: DictConfig, task: Task, name: str,
     """The model and training configs of :func:`same_data_policy`: ``conf/policy/<name>.yaml``
     on the main policy's data stream (same batch and seed) for ``steps`` optimiser steps,
     without early stopping."""
-    path = Path(CONF_DIR) / "policy" / f"{name}.yaml"
-    if not path.exists():
-        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"no policy config {name!r}; choose one of {choices}")
+    path = policy_file(name, "policy config")
     mcfg = policy_config(OmegaConf.create({"policy": OmegaConf.load(path)}), task)
     if int(steps) < 1:
         raise ConfigError(f"reward.base_steps must be a positive integer, got {steps}")

@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ttc import claims as C
 from ttc.cli.common import CONF_DIR, friendly_errors, hydra_entry, same_data_policy
 from ttc.cli.run import RunOutcome, run
-from ttc import claims as C
+from ttc.cli.schema import validate
 from ttc.errors import ConfigError
 
 log = logging.getLogger("ttc.reproduce")
-
-EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
 
 def _command() -> str:
@@ -62,6 +61,7 @@ def _large_policy(cfg: DictConfig, small: RunOutcome) -> tuple[RunOutcome, float
         cfg2.name = f"{cfg.name}_{rc.large_policy}"
         cfg2.out_dir = str(Path(cfg.out_dir).parent / cfg2.name)
         cfg2.methods = [{"name": "single"}]
+        cfg2.reproduce = None  # its claim reads the small policy's grid, not this one
         cfg2.policy = OmegaConf.load(Path(CONF_DIR) / "policy" / f"{rc.large_policy}.yaml")
         cfg2.policy.checkpoint = str(Path(cfg.cache_dir) / large.meta["id"])
     out = run(cfg2)
@@ -113,9 +113,9 @@ def check(cfg: DictConfig, outcome: RunOutcome) -> C.ClaimReport:
 
 @friendly_errors
 def reproduce(cfg: DictConfig) -> C.ClaimReport:
-    if cfg.get("reproduce") is None:
-        raise ConfigError("choose an experiment: ttc-reproduce +experiment=NAME, NAME one of "
-                          f"{EXPERIMENTS}")
+    """Runs the experiment's grid and checks its claim, after validating ``cfg``
+    (:func:`ttc.cli.schema.validate`: a ``reproduce`` section is required)."""
+    validate(cfg, command="reproduce")
     outcome = run(cfg)
     try:
         report = check(cfg, outcome)
@@ -132,7 +132,7 @@ def reproduce(cfg: DictConfig) -> C.ClaimReport:
     return report
 
 
-main = hydra_entry(reproduce)
+main = hydra_entry(reproduce, "reproduce")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ttc import checkpoint
+from ttc.checkpoint import LoadedModel
 from ttc.cli.common import (
     as_path,
-    build_task,
     enable_compilation_cache,
     friendly_errors,
     hydra_entry,
@@ -27,13 +28,10 @@ from ttc.cli.common import (
     same_data_config,
     same_data_policy,
     setup_devices,
-    train_config,
 )
-from ttc import checkpoint
-from ttc.checkpoint import LoadedModel
-from ttc.errors import ConfigError
-from ttc.evaluate import EvalConfig, RewardSource, evaluate, format_table, run_tag
-from ttc.methods import MethodSpec, make_spec
+from ttc.cli.schema import RunConfig, validate
+from ttc.evaluate import RewardSource, evaluate, format_table, run_tag
+from ttc.methods import MethodSpec
 from ttc.parallel import sampler_devices, side_by_side
 from ttc.plots import plot_pareto, write_frontier_csv
 from ttc.results import ResultsStore
@@ -42,16 +40,6 @@ from ttc.train import TrainConfig, get_policy, policy_path
 from ttc.train_reward import LabelConfig, get_reward_model
 
 log = logging.getLogger("ttc.run")
-
-
-def method_specs(cfg: DictConfig) -> list[MethodSpec]:
-    specs = [make_spec(OmegaConf.to_container(m, resolve=True) if OmegaConf.is_config(m) else m)
-             for m in cfg.methods]
-    labels = [m.label for m in specs]
-    dup = sorted({x for x in labels if labels.count(x) > 1})
-    if dup:
-        raise ConfigError(f"method labels must be unique, {dup} repeat; give each a `label`")
-    return specs
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,26 +54,12 @@ class RewardSettings:
     train: TrainConfig
 
 
-def reward_settings(cfg: DictConfig) -> RewardSettings:
-    """Parses and checks ``cfg.reward`` (before anything is trained, so a mistake there stops
-    the job at once)."""
-    r = cfg.reward
-    head = str(r.get("head", "scalar"))
-    if head not in ("scalar", "lm_value"):
-        raise ConfigError(f"reward.head must be scalar or lm_value, got {head!r}")
-    if head == "lm_value" and not r.init_from_policy:
-        raise ConfigError("reward.head=lm_value reads a trained LM's log-probabilities: it needs "
-                          "reward.init_from_policy=true")
-    steps = r.get("base_steps")
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        raise ConfigError(f"reward.base_steps must be a positive integer or null, got {steps!r}")
-    try:
-        labels = LabelConfig(**OmegaConf.to_container(r.labels, resolve=True))
-    except TypeError as e:
-        raise ConfigError(f"reward.labels: {e}") from None
-    return RewardSettings(head=head, init_from_policy=bool(r.init_from_policy),
-                          base=None if r.get("base") is None else str(r.base), base_steps=steps,
-                          labels=labels, train=train_config(r.train))
+def reward_settings(rc: RunConfig) -> RewardSettings:
+    """The library configs of the validated ``reward`` section."""
+    r = rc.reward
+    return RewardSettings(head=r.head, init_from_policy=r.init_from_policy, base=r.base,
+                          base_steps=r.base_steps, labels=r.labels.config(),
+                          train=r.train.config())
 
 
 def reward_kinds(methods: list[MethodSpec]) -> list[str]:
@@ -160,21 +134,6 @@ def reward_sources(cfg: DictConfig, methods, task, policy, rs: RewardSettings,
     return out
 
 
-def eval_config(cfg: DictConfig) -> EvalConfig:
-    e = OmegaConf.to_container(cfg.eval, resolve=True)
-    try:
-        budgets = tuple(int(b) for b in cfg.budgets)
-        search_budgets = tuple(int(b) for b in cfg.search_budgets)
-        seeds = tuple(int(s) for s in cfg.seeds)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"budgets, search_budgets and seeds must be lists of integers: {err}") \
-            from None
-    try:
-        return EvalConfig(budgets=budgets, search_budgets=search_budgets, seeds=seeds, **e)
-    except TypeError as err:
-        raise ConfigError(f"eval: {err}") from None
-
-
 def write_outputs(records: list[dict], run_dir: Path) -> Path:
     write_frontier_csv(records, run_dir / "frontier.csv")
     plot = run_dir / "pareto.png"
@@ -200,27 +159,28 @@ class RunOutcome:
 
 @friendly_errors
 def run(cfg: DictConfig) -> RunOutcome:
+    """The main job on ``cfg``: validated first (:func:`ttc.cli.schema.validate`), so a
+    configuration mistake stops it before anything is trained, compiled or written."""
+    rc = validate(cfg, command="run")
     t0 = time.time()
     setup_devices(cfg)
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    task = build_task(cfg)
-    if cfg.get("compilation_cache", True):
+    task = rc.build_task()
+    if rc.compilation_cache:
         enable_compilation_cache(cfg.cache_dir)
-    methods = method_specs(cfg)
-    ecfg = eval_config(cfg)
+    methods = list(rc.methods)
+    ecfg = rc.eval_config()
     pcfg = policy_config(cfg, task)
-    tcfg = train_config(cfg.train)
-    rsettings = reward_settings(cfg)
+    tcfg = rc.train.config()
+    rsettings = reward_settings(rc)
     mirror = None
-    if cfg.logger.name == "wandb":
+    if rc.logger.name == "wandb":
         from ttc.tracking import WandbMirror
 
         mirror = WandbMirror(project=cfg.logger.project, name=cfg.name, run_dir=run_dir,
                              config=OmegaConf.to_container(cfg, resolve=True),
                              mode=cfg.logger.mode)
-    elif cfg.logger.name != "local":
-        raise ConfigError(f"logger must be local or wandb, got {cfg.logger.name!r}")
     store = ResultsStore(run_dir / "results.jsonl", mirror=mirror)
     policy, trunk = train_models(cfg, task, methods, pcfg, tcfg, rsettings)
     run_config = {"task": dataclasses.asdict(task), "policy": dataclasses.asdict(pcfg),
@@ -244,7 +204,7 @@ def run(cfg: DictConfig) -> RunOutcome:
     return outcome
 
 
-main = hydra_entry(run)
+main = hydra_entry(run, "run")
 
 
 if __name__ == "__main__":

@@ -13,15 +13,9 @@ import logging
 
 from omegaconf import DictConfig
 
-from ttc.cli.common import (
-    build_task,
-    friendly_errors,
-    hydra_entry,
-    policy_config,
-    setup_devices,
-    train_config,
-)
 from ttc import checkpoint
+from ttc.cli.common import friendly_errors, hydra_entry, policy_config, setup_devices
+from ttc.cli.schema import validate
 from ttc.train import get_policy
 
 log = logging.getLogger("ttc.train")
@@ -29,12 +23,15 @@ log = logging.getLogger("ttc.train")
 
 @friendly_errors
 def run(cfg: DictConfig) -> None:
-    from ttc.cli.run import method_specs, reward_settings, reward_sources
+    """Trains (or loads cached) the policy and the reward models its methods need, after
+    validating ``cfg`` (:func:`ttc.cli.schema.validate`)."""
+    from ttc.cli.run import reward_settings, reward_sources
 
+    rc = validate(cfg, command="train")
     setup_devices(cfg)
-    task = build_task(cfg)
-    methods, rsettings = method_specs(cfg), reward_settings(cfg)
-    policy = get_policy(task, policy_config(cfg, task), train_config(cfg.train),
+    task = rc.build_task()
+    methods, rsettings = list(rc.methods), reward_settings(rc)
+    policy = get_policy(task, policy_config(cfg, task), rc.train.config(),
                         cache_dir=cfg.cache_dir, progress=cfg.progress)
     tr = policy.meta.get("train", {})
     print(f"policy {policy.meta.get('id')}: {policy.cfg.n_params} parameters, "
@@ -46,7 +43,7 @@ def run(cfg: DictConfig) -> None:
         print(f"saved a copy to {dst}")
 
 
-main = hydra_entry(run)
+main = hydra_entry(run, "train")
 
 
 if __name__ == "__main__":
