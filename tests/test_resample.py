@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ttc.search.resample import SCHEMES, ess, normalize, resample
+from ttc.search.resampling import SCHEMES, ess, normalize, resample
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -10,6 +10,7 @@ Pareto frontiers.
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 
 def pass_at_k(n, c, k):
@@ -102,18 +103,7 @@ def roc_auc(scores, labels) -> float:
     pos, neg = s[y], s[~y]
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
-    order = np.argsort(np.r_[pos, neg], kind="mergesort")
-    ranks = np.empty(len(order))
-    allv = np.r_[pos, neg][order]
-    # average ranks over ties
-    i = 0
-    while i < len(allv):
-        j = i
-        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    u = stats.mannwhitneyu(pos, neg, method="asymptotic").statistic
     return float(u / (len(pos) * len(neg)))
 
 

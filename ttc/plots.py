@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from collections import defaultdict
 
@@ -56,13 +57,18 @@ def plot_pareto(records: list[dict], path: str | os.PathLike, *, flops_key: str 
     plt.close(fig)
 
 
+_FRONTIER_FIELDS = ("method", "budget", "seed", "accuracy", "flops_useful", "flops_executed")
+
+
 def write_frontier_csv(records: list[dict], path: str | os.PathLike,
                        flops_key: str = "flops_useful") -> list[dict]:
-    """Writes the Pareto-frontier records as CSV; returns them."""
+    """Writes the Pareto-frontier records as CSV (``csv`` module quoting, so any method label
+    round-trips through ``csv.DictReader``); returns them."""
     front = frontier_rows(records, flops_key)
-    with open(path, "w") as f:
-        f.write("method,budget,seed,accuracy,flops_useful,flops_executed\n")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(_FRONTIER_FIELDS)
         for r in front:
-            f.write(f"{r['method']},{r['budget']},{r['seed']},{r['accuracy']:.4f},"
-                    f"{r['flops_useful']:.6g},{r['flops_executed']:.6g}\n")
+            writer.writerow([r["method"], r["budget"], r["seed"], f"{r['accuracy']:.4f}",
+                             f"{r['flops_useful']:.6g}", f"{r['flops_executed']:.6g}"])
     return front
