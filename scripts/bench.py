@@ -319,7 +319,7 @@ def make_ttc_decode(graphdef: nnx.GraphDef, cfg: TransformerConfig, batch: int, 
                     max_steps=new_tokens)
         return st.tokens, st.useful_tokens
 
-    return jax.jit(over_rows(local, devices, (False,) * 4))
+    return jax.jit(over_rows(local, devices))  # every argument replicated
 
 
 def bench_ttc(size: ModelSize, batch: int, prompt: np.ndarray, new_tokens: int,
@@ -501,11 +501,13 @@ def bench_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
     import numpy as np
 
     from ttc import flops as F
+    from ttc import registry as REG
     from ttc import rewards as R
     from ttc.decode import TRACE_COUNTS, SamplingParams, generate_solutions
+    from ttc.ledger import pool_ledger
     from ttc.search.loop import SearchConfig, run_search
 
-    SEARCH_METHODS = ("beam", "dvts", "lookahead", "particle")
+    search_methods = REG.names(REG.KIND_SEARCH)
     task, pol, name = _bench_policy(args)
     ps = task.problems(args.method_problems, seed=1234, split="test")
     n, sp = args.method_n, SamplingParams.make(1.0)
@@ -524,7 +526,7 @@ def bench_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
     # every method is timed --method-repeats times, in interleaved rounds (so that a load
     # change on a shared machine hits all of them alike); the fastest call of each is reported
     runs = {"best_of_n": lambda seed: pool_run(n, seed)}
-    runs.update({m: (lambda seed, m=m: search_run(m, n, seed)) for m in SEARCH_METHODS})
+    runs.update({m: (lambda seed, m=m: search_run(m, n, seed)) for m in search_methods})
     outs = {m: f(0) for m, f in runs.items()}  # warm-up: compile excluded
     times: dict[str, list[float]] = {m: [] for m in runs}
     for _ in range(max(1, args.method_repeats)):
@@ -540,18 +542,18 @@ def bench_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     s = outs["best_of_n"]
     tok = float(s.useful_tokens.sum())
-    led = F.pool_ledger(pol.cfg, s, ps, n)
+    led = pool_ledger(pol.cfg, s, ps, n)
     base = min(times["best_of_n"]) / tok
     rows.append({"section": "methods", "impl": "best_of_n", "policy": name, "N": n,
                  **timing("best_of_n", tok),
                  "useful_over_executed": led.total_useful / led.total_executed})
-    for method in SEARCH_METHODS:
+    for method in search_methods:
         res = outs[method]
-        w = {k: float(v.sum()) for k, v in res.work.items()}
-        tok = w["dec_tokens"] + w["look_tokens"]
-        useful = (F.decode_useful(pol.cfg, w["dec_tokens"], w["dec_ctx"])
-                  + F.decode_useful(pol.cfg, w["look_tokens"], w["look_ctx"]))
-        executed = F.decode_executed(pol.cfg, w["dec_steps"] + w["look_steps"], res.cache_len)
+        w = res.work.total()
+        tok = float(w.dec_tokens + w.look_tokens)
+        useful = (F.decode_useful(pol.cfg, w.dec_tokens, w.dec_ctx)
+                  + F.decode_useful(pol.cfg, w.look_tokens, w.look_ctx))
+        executed = F.decode_executed(pol.cfg, w.dec_steps + w.look_steps, res.cache_len)
         rows.append({"section": "methods", "impl": method, "policy": name, "N": n,
                      **timing(method, tok), "useful_over_executed": float(useful / executed)})
     # compilations over a budget grid, run twice (the second pass must add none)

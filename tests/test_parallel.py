@@ -1,6 +1,7 @@
 """Data parallelism over local devices (tests/conftest.py splits the CPU into 2 JAX devices)."""
 
 import dataclasses
+import functools
 import logging
 
 import jax
@@ -45,12 +46,28 @@ def test_over_rows_splits_marked_arguments_and_concatenates_outputs():
         return x * w, jnp.sum(x)[None]
 
     x, w = jnp.arange(8.0), jnp.asarray(10.0)
-    y, s = jax.jit(over_rows(f, 2, (True, False)))(x, w)
+    y, s = jax.jit(over_rows(f, 2, split={"x"}))(x, w)
     np.testing.assert_array_equal(y, x * 10)
     np.testing.assert_array_equal(s, [x[:4].sum(), x[4:].sum()])
-    assert over_rows(f, 1, (True, False)) is f
+    assert over_rows(f, 1, split={"x"}) is f
     groups = list(device_groups([1, 2, 3], 2))
     assert groups == [([1, 2], [1, 2]), ([3], [3, 3])]
+
+
+def test_over_rows_names_arguments_of_a_partial_and_refuses_unknown_names():
+    def g(scale, w, x, *, offset):  # ``scale`` bound positionally, ``offset`` by keyword
+        return x * w * scale + offset
+
+    local = functools.partial(g, 2.0, offset=1.0)
+    x, w = jnp.arange(4.0), jnp.asarray(3.0)
+    np.testing.assert_array_equal(jax.jit(over_rows(local, 2, split=("x",)))(w, x), x * 6 + 1)
+    for bad in ({"scale"}, {"offset"}, {"nope"}):
+        with pytest.raises(ValueError, match="positional parameters"):
+            over_rows(local, 2, split=bad)
+    with pytest.raises(ValueError, match="positional parameters"):
+        over_rows(local, 1, split={"nope"})  # checked with one device too
+    with pytest.raises(TypeError, match="collection"):
+        over_rows(local, 2, split="x")
 
 
 def test_score_pool_is_independent_of_device_count(small_task, trained_policy):

@@ -12,8 +12,10 @@ from ttc import rewards as R
 from ttc.decode import TRACE_COUNTS, SamplingParams, generate_solutions
 from ttc.search.aggregate import majority_vote
 from ttc.search.loop import (
+    EXECUTED_COUNTERS,
     SearchConfig,
     SearchParams,
+    SearchWork,
     _search_jit,
     finish,
     gather_rows,
@@ -79,9 +81,9 @@ def test_search_matches_python_reference(small_task, trained_policy, method):
         s = gather_rows(s, jnp.asarray(idx))
         s = s.replace(valid=s.valid & (jnp.asarray(first) | ~s.dec.done))
     chosen, answers, w, valid = finish(task, cfg, s, n)
-    np.testing.assert_array_equal(out["tokens"], np.asarray(s.dec.tokens).reshape(5, n, -1))
-    np.testing.assert_array_equal(out["chosen"], chosen)
-    np.testing.assert_array_equal(out["valid"], valid)
+    np.testing.assert_array_equal(out.tokens, np.asarray(s.dec.tokens).reshape(5, n, -1))
+    np.testing.assert_array_equal(out.chosen, chosen)
+    np.testing.assert_array_equal(out.valid, valid)
     # and the final pick is the weighted vote over valid rows
     np.testing.assert_array_equal(chosen, majority_vote(answers, w, valid))
 
@@ -101,8 +103,8 @@ def test_same_seed_same_result_and_no_retrace(small_task, trained_policy, method
     a, b = go(4, 0), go(4, 0)
     np.testing.assert_array_equal(a.chosen, b.chosen)
     np.testing.assert_array_equal(a.answers, b.answers)
-    for k in a.work:
-        np.testing.assert_array_equal(a.work[k], b.work[k])
+    for k in SearchWork.names():
+        np.testing.assert_array_equal(getattr(a.work, k), getattr(b.work, k))
     go(2, 0)
     before = TRACE_COUNTS["search"]
     go(4, 1, task.problems(6, seed=5, split="test"), temp=0.7,
@@ -129,13 +131,15 @@ def test_search_is_independent_of_device_count(small_task, trained_policy, metho
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
     last = np.zeros(6, bool)  # the problems of the third chunk (longest prompts first)
     last[np.lexsort((*ps.prompts.T[::-1], -ps.prompt_len))[4:]] = True
-    for k in a.work:
-        if k in ("dec_steps", "rew_calls", "look_steps", "look_rew_calls"):  # executed work
-            np.testing.assert_array_equal(a.work[k][~last], b.work[k][~last])
-            np.testing.assert_array_equal(2 * a.work[k][last], b.work[k][last])
+    assert EXECUTED_COUNTERS == ("dec_steps", "rew_calls", "look_steps", "look_rew_calls")
+    for k in SearchWork.names():
+        wa, wb = getattr(a.work, k), getattr(b.work, k)
+        if k in EXECUTED_COUNTERS:  # executed work
+            np.testing.assert_array_equal(wa[~last], wb[~last])
+            np.testing.assert_array_equal(2 * wa[last], wb[last])
         else:  # useful work and iteration counts
-            np.testing.assert_array_equal(a.work[k], b.work[k])
-    assert a.work["dec_steps"].min() > 0
+            np.testing.assert_array_equal(wa, wb)
+    assert a.work.dec_steps.min() > 0
 
 
 def test_nan_rewards_never_crash(small_task, trained_policy):
@@ -271,9 +275,9 @@ def test_chunking_sorts_problems_and_keeps_caller_order(small_task, trained_poli
     a, b = go(np.arange(len(ps)), 8), go(perm, 8)
     np.testing.assert_array_equal(a.answers[perm], b.answers)
     np.testing.assert_array_equal(a.chosen[perm], b.chosen)
-    for k in a.work:
-        np.testing.assert_array_equal(a.work[k][perm], b.work[k])
+    for k in SearchWork.names():
+        np.testing.assert_array_equal(getattr(a.work, k)[perm], getattr(b.work, k))
     # executed decode row-steps: each chunk's loop iterations times all its rows (padding of
     # the last chunk included), spread over its problems
     c = go(np.arange(len(ps)), 12)  # 3 problems per chunk: 3 chunks, the last one padded
-    assert np.all(c.work["dec_steps"] >= c.work["dec_tokens"])
+    assert np.all(c.work.dec_steps >= c.work.dec_tokens)

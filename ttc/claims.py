@@ -3,7 +3,8 @@
 Each ``check_*`` function takes the records of one run (``ttc.results``; every record carries its
 ``per_problem`` correctness) plus what the claim needs, and returns a :class:`ClaimReport`: a
 markdown table, a figure, and a one-line verdict saying whether the claim held *here*. Nothing in
-this module runs a model; ``experiments/reproduce.py`` produces the records and calls these.
+this module runs a model; ``ttc-reproduce`` (:mod:`ttc.cli.reproduce`) produces the records and
+calls these.
 
 The verdict rules are written down in each function's docstring before any number is seen, and
 are deliberately simple; a claim that does not hold is reported with the measured figures.
@@ -38,10 +39,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ttc import registry as REG
 from ttc import scaling as S
 from ttc.metrics import bootstrap_ci
-
-SEARCH = ("beam", "dvts", "lookahead", "particle")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,7 +285,7 @@ def check_method_by_difficulty(cs: dict[str, Curve], *, baseline: str, candidate
                      *[res.chosen_full[kb, i] for i in range(len(budgets))], accs])
     table = _table(["difficulty bin", *[f"N={b}" for b in budgets],
                     "accuracy per method at N=" + "/".join(str(b) for b in budgets)], rows)
-    is_search = {c: sub[c].name in SEARCH for c in sub}
+    is_search = {c: REG.is_search(sub[c].name) for c in sub}
     hard_small = res.chosen_full[k - 1, 0]
     easy_large = res.chosen_full[0, -1]
     held = bool(is_search[hard_small] and not is_search[easy_large])

@@ -1,107 +1,152 @@
-"""The method registry of the main job: names, parameters, and how each is evaluated.
+"""Validated entries of a method grid: :func:`make_spec` turns one ``methods`` entry into a
+:class:`MethodSpec`, :func:`check_budgets` checks it against the search budgets.
 
-* **pool** methods sample one pool of ``max(budgets)`` complete solutions per problem and are
-  evaluated at every budget from it with unbiased subset estimators (``ttc.search.pool``):
-  ``single``, ``majority``, ``bon_loglik``, ``coverage`` (oracle pass@N), ``bon`` (best-of-N by a
-  reward) and ``weighted_majority`` (reward-weighted vote).
-* **search** methods run once per budget (``ttc.search.loop``): ``beam``, ``dvts``,
-  ``lookahead``, ``particle``.
-
-Parameters (all optional): ``reward`` (``prm|orm|oracle``), ``aggregation``
-(``last|min|prod|mean``), ``flip``/``noise`` (oracle), ``beam_width``, ``lookahead``,
-``final``, ``incremental``, ``scheme``, ``temperature`` (particle weights), ``ess_threshold``,
-``length_normalize`` (bon_loglik), ``label`` (the name shown in records and plots).
+A ``methods`` entry is a dict with the registered ``name`` of a method (:mod:`ttc.registry`), an
+optional ``label`` (the name shown in records and plots; default: the name) and any of the
+method's parameters (:attr:`ttc.registry.Method.params`; omitted ones take their defaults).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
+from ttc import registry as REG
 from ttc.errors import ConfigError
-from ttc.rewards import AGGREGATIONS, KINDS
-from ttc.search import pool
-from ttc.search.loop import METHODS as SEARCH_METHODS
 from ttc.search.loop import SearchConfig, SearchParams
 
-POOL_METHODS = (*pool.POOL_METHODS, "bon", "weighted_majority")
-ALL_METHODS = POOL_METHODS + SEARCH_METHODS
-ORACLE_METHODS = {"coverage"}
-
-_PARAMS = {
-    "single": set(),
-    "majority": set(),
-    "coverage": set(),
-    "bon_loglik": {"length_normalize"},
-    "bon": {"reward", "aggregation", "flip", "noise"},
-    "weighted_majority": {"reward", "aggregation", "flip", "noise"},
-    "beam": {"reward", "aggregation", "flip", "noise", "beam_width", "final"},
-    "dvts": {"reward", "aggregation", "flip", "noise", "beam_width", "final"},
-    "lookahead": {"reward", "aggregation", "flip", "noise", "beam_width", "lookahead", "final"},
-    "particle": {"reward", "aggregation", "flip", "noise", "final", "incremental", "scheme",
-                 "temperature", "ess_threshold"},
-}
+_SEARCH_CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(SearchConfig) if f.name != "method")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MethodSpec:
-    """One method of the grid: its registered ``name``, ``label`` and sorted parameters."""
+    """One method of the grid.
+
+    Attributes:
+        name: the registered method name.
+        label: the name shown in records and plots.
+        params: the parameters the entry gives, sorted by name (defaults not filled in).
+    """
 
     name: str
     label: str
     params: tuple[tuple[str, object], ...] = ()
 
-    def get(self, k: str, default=None):
+    @property
+    def method(self) -> REG.Method:
+        """The registry entry of :attr:`name`."""
+        return REG.get(self.name)
+
+    def get(self, k: str, default: object = None) -> object:
+        """The value the entry gives for ``k``, else ``default``."""
         return dict(self.params).get(k, default)
+
+    def value(self, k: str) -> object:
+        """The entry's value for parameter ``k``, else the registry default (``KeyError`` if the
+        method takes no such parameter)."""
+        return dict(self.params).get(k, self.method.param(k).default)
 
     @property
     def kind(self) -> str:
-        return "search" if self.name in SEARCH_METHODS else "pool"
+        """``pool`` or ``search`` (:mod:`ttc.registry`)."""
+        return self.method.kind
 
     @property
     def reward(self) -> str | None:
-        if self.name in ("single", "majority", "bon_loglik", "coverage"):
-            return None
-        return str(self.get("reward", "prm"))
+        """The verifier kind (``prm|orm|oracle``), ``None`` for a verifier-free method."""
+        return str(self.value("reward")) if self.method.needs_reward else None
 
     @property
     def oracle(self) -> bool:
-        return self.name in ORACLE_METHODS
+        """Whether the method reads the gold answers (an upper bound)."""
+        return self.method.oracle
+
+    def budgets(self, pool_budgets: Sequence[int],
+                search_budgets: Sequence[int]) -> tuple[int, ...]:
+        """The budgets this method is evaluated at, given the grid's two budget lists."""
+        if self.method.budget is not None:
+            return (self.method.budget,)
+        grid = search_budgets if self.kind == REG.KIND_SEARCH else pool_budgets
+        return tuple(int(b) for b in grid)
 
     def search_config(self) -> SearchConfig:
-        keys = ("beam_width", "lookahead", "aggregation", "final", "incremental", "scheme")
-        return SearchConfig(method=self.name, **{k: self.get(k) for k in keys
-                                                 if self.get(k) is not None})
+        """The static configuration of a search method."""
+        taken = self.method.param_names
+        return SearchConfig(method=self.name, **{k: self.value(k) for k in _SEARCH_CONFIG_KEYS
+                                                 if k in taken})
 
     def search_params(self) -> SearchParams:
-        return SearchParams.make(float(self.get("temperature", 1.0)),
-                                 float(self.get("ess_threshold", 1.0)))
+        """The traced knobs of a search method (registry defaults where it takes none)."""
+        return SearchParams.make(temperature=self._knob(REG.TEMPERATURE),
+                                 ess_threshold=self._knob(REG.ESS_THRESHOLD))
+
+    def _knob(self, p: REG.ParamSpec) -> float:
+        return float(self.value(p.name) if p.name in self.method.param_names else p.default)
 
 
 def make_spec(entry: dict) -> MethodSpec:
-    """Validates one ``methods`` entry (a dict with ``name`` and parameters)."""
+    """Validates one ``methods`` entry (a dict with ``name`` and parameters).
+
+    Raises:
+        ConfigError: the name is missing or not registered, a parameter is not one the method
+            takes or is outside its allowed range, or parameters contradict each other.
+    """
     entry = dict(entry)
     if "name" not in entry:
         raise ConfigError(f"each entry of `methods` needs a name, got {entry!r}")
     name = entry.pop("name")
-    if name not in ALL_METHODS:
-        raise ConfigError(f"unknown method {name!r}; available: {list(ALL_METHODS)}")
+    method = REG.get(name)
     label = str(entry.pop("label", name))
-    extra = set(entry) - _PARAMS[name]
+    extra = set(entry) - set(method.param_names)
     if extra:
-        raise ConfigError(f"method {name!r} does not take {sorted(extra)}; it takes "
-                          f"{sorted(_PARAMS[name]) or 'no parameters'}")
-    if entry.get("reward", "prm") not in KINDS:
-        raise ConfigError(f"method {label!r}: reward must be one of {KINDS}")
-    if entry.get("aggregation", "last") not in AGGREGATIONS:
-        raise ConfigError(f"method {label!r}: aggregation must be one of {AGGREGATIONS}")
+        which = repr(label) if label == name else f"{label!r} ({name})"
+        raise ConfigError(f"method {which} does not take {sorted(extra)}; it takes "
+                          f"{sorted(method.param_names) or 'no parameters'}.")
+    for k, v in entry.items():
+        method.param(k).check(label, v)
     spec = MethodSpec(name=name, label=label, params=tuple(sorted(entry.items())))
-    if spec.kind == "search":
-        try:
-            spec.search_config()
-            spec.search_params()
-        except ValueError as e:
-            raise ConfigError(f"method {label!r}: {e}") from None
-        if spec.reward == "orm":
-            raise ConfigError(f"method {label!r}: step-level search needs a step reward "
-                              "(prm or oracle), not an orm")
+    _check_verifier(spec)
     return spec
+
+
+def _check_verifier(spec: MethodSpec) -> None:
+    if not spec.method.needs_reward:
+        return
+    if spec.method.step_reward and spec.reward == "orm":
+        raise ConfigError(f"method {spec.label!r}: step-level search needs a step reward "
+                          "(prm or oracle), not an orm; reward='orm' is not allowed for "
+                          f"{spec.name}.")
+    if spec.reward != "oracle":
+        given = [f"{k}={spec.get(k)!r}" for k in ("flip", "noise") if spec.get(k, 0.0) != 0.0]
+        if given:
+            raise ConfigError(f"method {spec.label!r}: {', '.join(given)} with "
+                              f"reward={spec.reward!r}; flip and noise perturb the oracle "
+                              "verifier only (reward: oracle, values in [0, 1]): set reward: "
+                              "oracle or drop them.")
+
+
+def check_budgets(spec: MethodSpec, search_budgets: Sequence[int]) -> None:
+    """Checks a search method's ``beam_width`` against every search budget.
+
+    Beam search, DVTS and lookahead search run ``N / M`` beams (or subtrees) of ``M =
+    min(beam_width, N)`` rows at budget ``N``: a budget below ``beam_width`` runs with
+    ``M = N``, and a budget of at least ``beam_width`` must be a multiple of it. Pool methods and
+    particle filtering take any budget.
+
+    Raises:
+        ConfigError: a search budget is not a positive integer, or is not a multiple of the
+            method's ``beam_width`` (and not below it).
+    """
+    for n in search_budgets:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"search_budgets must be positive integers, got "
+                              f"{list(search_budgets)} ({n!r} is not)")
+    if spec.kind != REG.KIND_SEARCH or "beam_width" not in spec.method.param_names:
+        return
+    m = int(spec.value("beam_width"))
+    bad = [n for n in search_budgets if n % min(m, n)]
+    if bad:
+        raise ConfigError(f"method {spec.label!r}: beam_width={m} does not divide search "
+                          f"budget(s) {bad} (search_budgets={list(search_budgets)}); every "
+                          "search budget N must be a multiple of beam_width, or smaller than "
+                          "it (then M=N).")

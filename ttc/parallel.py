@@ -26,10 +26,11 @@ leading (problem) axis into equal contiguous blocks, in device order.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TypeVar
 
 import jax
@@ -134,16 +135,43 @@ def resolve_devices(devices: int | None) -> int:
     return int(devices)
 
 
-def over_rows(fn: Callable, devices: int, split: tuple[bool, ...]) -> Callable:
-    """``fn`` run on ``devices`` devices side by side: the arguments marked ``True`` in ``split``
-    are cut along their leading axis into one equal block per device, the others are
-    replicated, and every output is concatenated along its leading axis (so a per-device scalar
-    must be returned as ``[1]``). ``fn`` itself when ``devices == 1``. Traceable."""
+def over_rows(fn: Callable, devices: int, *, split: Collection[str] = ()) -> Callable:
+    """``fn`` run on ``devices`` devices side by side.
+
+    Args:
+        fn: the per-device function, called with positional arguments only (a
+            ``functools.partial`` may bind leading and keyword arguments: they are not counted).
+        devices: how many devices; ``fn`` itself is returned when it is 1.
+        split: names of ``fn``'s positional parameters whose arguments are cut along their
+            leading axis into one equal block per device; every other argument is replicated.
+
+    Returns:
+        A traceable function of the same positional arguments whose every output is
+        concatenated along its leading axis over the devices (so a per-device scalar must be
+        returned as ``[1]``).
+
+    Raises:
+        ValueError: a name in ``split`` is not a positional parameter of ``fn``.
+    """
+    spec = _row_specs(fn, split)
     if devices == 1:
         return fn
-    spec = tuple(PartitionSpec(ROWS) if s else PartitionSpec() for s in split)
     return jax.shard_map(fn, mesh=row_mesh(devices), in_specs=spec,
                          out_specs=PartitionSpec(ROWS), check_vma=False)
+
+
+def _row_specs(fn: Callable, split: Collection[str]) -> tuple[PartitionSpec, ...]:
+    """One ``PartitionSpec`` per positional parameter of ``fn``: :data:`ROWS` for those named in
+    ``split``, replicated for the others."""
+    if isinstance(split, str):
+        raise TypeError(f"split must be a collection of parameter names, got the string {split!r}")
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in inspect.signature(fn).parameters.values() if p.kind in kinds]
+    unknown = sorted(set(split) - set(names))
+    if unknown:
+        raise ValueError(f"split names {unknown}, but the positional parameters of "
+                         f"{getattr(fn, '__name__', fn)!r} are {names}")
+    return tuple(PartitionSpec(ROWS) if n in split else PartitionSpec() for n in names)
 
 
 def device_groups(items: Sequence[T], devices: int) -> Iterator[tuple[list[T], list[T]]]:

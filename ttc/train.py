@@ -4,7 +4,7 @@ The policy is trained with teacher forcing on ``BOS prompt solution EOS``; the l
 solution tokens only. Every ``eval_every`` steps it samples one solution per validation problem
 (drawn from the *train* split with another seed, so the test split stays unseen) and stops as
 soon as single-sample accuracy reaches ``stop_accuracy``: the default policy is deliberately left
-in the regime where test-time compute has room to help (DESIGN.md, issue 2).
+in the regime where test-time compute has room to help.
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ def train_models(cfg: DictConfig, task, methods: list[MethodSpec], pcfg, tcfg,
     When both still have to be trained and the trunk does not depend on the policy
     (``reward.base_steps`` set), they train at once, one per device
     (:func:`ttc.parallel.side_by_side`): the same models, bit for bit, as one after the other.
-    One training step already keeps part of the second core busy, so two at once run only
-    1.26-1.37x the steps per second of one (``docs/BENCHMARKS.md``, run G).
+    One training step already keeps part of the second core busy, so two at once gain less
+    than 2x (measured by ``python scripts/bench.py --sections train``, docs/BENCHMARKS.md).
     """
     policy_job = functools.partial(get_policy, task, pcfg, tcfg, cache_dir=cfg.cache_dir,
                                    checkpoint_path=as_path(cfg.policy.checkpoint),

@@ -42,13 +42,15 @@ import numpy as np
 from flax import nnx, struct
 from jaxtyping import Array, Bool, Float, Int
 
+from ttc import registry as REG
 from ttc import rewards as R
 from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode, prefill
 from ttc.parallel import device_groups, over_rows, resolve_devices
 from ttc.search.aggregate import best_of_n, majority_vote
-from ttc.search.resample import SCHEMES, ess, resample
+from ttc.search.resampling import ess, resample
 
-METHODS = ("beam", "dvts", "lookahead", "particle")
+METHODS = REG.names(REG.KIND_SEARCH)
+"""The step-level search methods (:mod:`ttc.registry`)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -67,24 +69,19 @@ class SearchConfig:
     """
 
     method: str
-    beam_width: int = 4
-    lookahead: int = 1
-    aggregation: str = "last"
-    final: str = "weighted_majority"
-    incremental: bool = False
-    scheme: str = "systematic"
+    beam_width: int = REG.BEAM_WIDTH.default
+    lookahead: int = REG.LOOKAHEAD.default
+    aggregation: str = REG.AGGREGATION.default
+    final: str = REG.FINAL.default
+    incremental: bool = REG.INCREMENTAL.default
+    scheme: str = REG.SCHEME.default
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown search method {self.method!r}; choose from {METHODS}")
-        if self.beam_width < 1 or self.lookahead < 0:
-            raise ValueError("need beam_width >= 1 and lookahead >= 0")
-        if self.aggregation not in R.AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {R.AGGREGATIONS}")
-        if self.final not in ("weighted_majority", "argmax"):
-            raise ValueError("final must be weighted_majority or argmax")
-        if self.scheme not in SCHEMES:
-            raise ValueError(f"scheme must be one of {SCHEMES}")
+        for p in (REG.BEAM_WIDTH, REG.LOOKAHEAD, REG.AGGREGATION, REG.FINAL, REG.INCREMENTAL,
+                  REG.SCHEME):
+            _check(p, getattr(self, p.name))
 
     def width(self, n: int) -> int:
         """Effective ``M`` for budget ``n`` (``min(M, n)``; must divide ``n``)."""
@@ -100,18 +97,28 @@ class SearchParams:
 
     Attributes:
         temperature: particle-filter weight temperature ``T`` in ``softmax(logit(r)/T)``.
-        ess_threshold: resample when ``ESS < ess_threshold * N`` (``>= 1``: every step).
+        ess_threshold: resample when ``ESS < ess_threshold * N``, in ``[0, 1]`` (``1``: every
+            step).
     """
 
     temperature: Float[Array, ""]
     ess_threshold: Float[Array, ""]
 
     @classmethod
-    def make(cls, temperature: float = 1.0, ess_threshold: float = 1.0) -> SearchParams:
-        if temperature <= 0:
-            raise ValueError(f"particle temperature must be > 0, got {temperature}")
+    def make(cls, temperature: float = REG.TEMPERATURE.default,
+             ess_threshold: float = REG.ESS_THRESHOLD.default) -> SearchParams:
+        """Checks the knobs (:data:`ttc.registry.TEMPERATURE`, :data:`ttc.registry.ESS_THRESHOLD`)
+        and makes them traced scalars; ``ValueError`` if one is out of range."""
+        _check(REG.TEMPERATURE, temperature)
+        _check(REG.ESS_THRESHOLD, ess_threshold)
         return cls(temperature=jnp.asarray(temperature, jnp.float32),
                    ess_threshold=jnp.asarray(ess_threshold, jnp.float32))
+
+
+def _check(p: REG.ParamSpec, value: object) -> None:
+    why = p.validate(value)
+    if why is not None:
+        raise ValueError(f"{p.name}={value!r} is {why}; it must be {p.allowed()}")
 
 
 @struct.dataclass
@@ -347,25 +354,101 @@ def finish(task, cfg: SearchConfig, s: SearchState, n: int):
     return chosen, answers, w, valid
 
 
+EXECUTED_COUNTERS = ("dec_steps", "rew_calls", "look_steps", "look_rew_calls")
+"""The :class:`SearchWork` fields that count executed work (batched loop iterations)."""
+
+
+@struct.dataclass(kw_only=True)
+class SearchWork:
+    """Work counters of a search run.
+
+    In :class:`SearchResult` every field is ``[P]``: per problem, summed over the problem's
+    ``N`` rows. Useful counts follow the rows' slots, not their ancestry: a step generated in a
+    slot stays counted when selection replaces the slot's row. Executed counts are loop
+    iterations of the problem's chunk times its ``N`` rows, plus its share of the chunk's padding
+    problems and of spare devices' repeats (:func:`run_search`). Inside the jitted chunk
+    (:func:`_search_chunk`) the useful counters are ``[B]`` per row and the
+    :data:`EXECUTED_COUNTERS` and ``iterations`` are ``[1]``.
+
+    Attributes:
+        dec_tokens: policy tokens generated for the problem's proposed steps (useful).
+        dec_ctx: sum of those tokens' context lengths (positions attended), for the ledger.
+        dec_steps: executed policy decode row-iterations (each over the whole cache).
+        rew_tokens: tokens the reward model scored incrementally (useful).
+        rew_ctx: sum of those tokens' context lengths.
+        rew_calls: executed incremental reward-scoring row-calls (each reads ``window`` slots).
+        look_tokens: policy tokens of the lookahead rollouts (useful; lookahead search only).
+        look_ctx: sum of those tokens' context lengths.
+        look_steps: executed rollout decode row-iterations.
+        look_rew_tokens: rollout tokens the reward model scored (useful).
+        look_rew_ctx: sum of those tokens' context lengths.
+        look_rew_calls: executed reward-scoring row-calls of the rollouts.
+        iterations: outer-loop iterations (reasoning steps) of the problem's chunk; not work.
+    """
+
+    dec_tokens: np.ndarray
+    dec_ctx: np.ndarray
+    dec_steps: np.ndarray
+    rew_tokens: np.ndarray
+    rew_ctx: np.ndarray
+    rew_calls: np.ndarray
+    look_tokens: np.ndarray
+    look_ctx: np.ndarray
+    look_steps: np.ndarray
+    look_rew_tokens: np.ndarray
+    look_rew_ctx: np.ndarray
+    look_rew_calls: np.ndarray
+    iterations: np.ndarray
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The field names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Policy tokens generated per problem: proposed steps plus lookahead rollouts."""
+        return self.dec_tokens + self.look_tokens
+
+    def mean(self) -> SearchWork:
+        """Every counter's mean over problems (0-d arrays)."""
+        return jax.tree.map(lambda v: np.asarray(np.mean(v)), self)
+
+    def total(self) -> SearchWork:
+        """Every counter's sum over problems (0-d arrays)."""
+        return jax.tree.map(lambda v: np.asarray(np.sum(v)), self)
+
+
+@struct.dataclass(kw_only=True)
+class _ChunkOut:
+    """What one jitted chunk returns (leading axes concatenated over devices)."""
+
+    chosen: Int[Array, " P"]
+    answers: Int[Array, "P N"]
+    weights: Float[Array, "P N"]
+    valid: Bool[Array, "P N"]
+    tokens: Int[Array, "P N T"]
+    work: SearchWork
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("graphdef", "reward", "task", "cfg", "num_samples", "cache_len", "devices"),
 )
 def _search_jit(graphdef, params, rparams, prompts, prompt_len, gold, keys, sp, hp, *, reward,
-                task, cfg, num_samples, cache_len, devices):
+                task, cfg, num_samples, cache_len, devices) -> _ChunkOut:
     """One chunk of problems per device (``jax.shard_map``; ``keys`` is ``[devices]``, one
     per chunk). Per-problem and per-row outputs are concatenated in chunk order; the loop
     counters are ``[devices]``."""
     TRACE_COUNTS["search"] += 1
     local = functools.partial(_search_chunk, graphdef, reward=reward, task=task, cfg=cfg,
                               num_samples=num_samples, cache_len=cache_len)
-    split = (False, False, True, True, True, True, False, False)
-    return over_rows(local, devices, split)(params, rparams, prompts, prompt_len, gold, keys, sp,
-                                            hp)
+    return over_rows(local, devices, split={"prompts", "prompt_len", "gold", "keys"})(
+        params, rparams, prompts, prompt_len, gold, keys, sp, hp)
 
 
 def _search_chunk(graphdef, params, rparams, prompts, prompt_len, gold, keys, sp, hp, *, reward,
-                  task, cfg, num_samples, cache_len):
+                  task, cfg, num_samples, cache_len) -> _ChunkOut:
     """Searches one chunk of problems (``keys`` is ``[1]``) on one device."""
     key = keys[0]
     n = num_samples
@@ -384,9 +467,7 @@ def _search_chunk(graphdef, params, rparams, prompts, prompt_len, gold, keys, sp
 
     s = jax.lax.while_loop(cond, body, s)
     chosen, answers, w, valid = finish(task, cfg, s, n)
-    return dict(
-        chosen=chosen, answers=answers, weights=w, valid=valid,
-        tokens=s.dec.tokens.reshape(prompts.shape[0], n, -1),
+    work = SearchWork(
         dec_tokens=s.dec.useful_tokens, dec_ctx=s.dec.useful_ctx,
         dec_steps=s.dec.executed_steps[None],
         rew_tokens=s.rew.useful_tokens, rew_ctx=s.rew.useful_ctx, rew_calls=s.rew.calls[None],
@@ -394,30 +475,35 @@ def _search_chunk(graphdef, params, rparams, prompts, prompt_len, gold, keys, sp
         look_rew_tokens=s.look_rew_tokens, look_rew_ctx=s.look_rew_ctx,
         look_rew_calls=s.look_rew_calls[None], iterations=s.step[None],
     )
+    return _ChunkOut(chosen=chosen, answers=answers, weights=w, valid=valid,
+                     tokens=s.dec.tokens.reshape(prompts.shape[0], n, -1), work=work)
 
 
-_PER_PROBLEM = ("chosen", "answers", "weights", "valid", "tokens")
-_COUNTERS = ("dec_steps", "rew_calls", "look_steps", "look_rew_calls", "iterations")
-"""Loop counters of a chunk (``[1]`` per device); ``iterations`` last: it is not work."""
 CHUNK_ROWS = 128
 """Default rows per search call: small chunks of length-sorted problems waste few iterations on
 finished rows, and on this CPU a 128-row batch is as fast per row-step as a 1,024-row one
 (``docs/BENCHMARKS.md``, methods section)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SearchResult:
     """Host arrays of one search run over ``P`` problems.
 
-    ``chosen`` ``[P]`` final answers; ``answers``/``weights``/``valid`` ``[P, N]`` the final
-    rows; ``work`` per-problem sums of the work counters (see :func:`run_search`).
+    Attributes:
+        chosen: ``[P]`` final answers.
+        answers: ``[P, N]`` answers of the final rows.
+        weights: ``[P, N]`` their aggregated scores.
+        valid: ``[P, N]`` rows that count in the final pick.
+        work: per-problem work counters (:class:`SearchWork`).
+        cache_len: slots of the policy's KV cache.
+        window: slots read per incremental reward-scoring call.
     """
 
     chosen: np.ndarray
     answers: np.ndarray
     weights: np.ndarray
     valid: np.ndarray
-    work: dict[str, np.ndarray]
+    work: SearchWork
     cache_len: int
     window: int
 
@@ -479,40 +565,49 @@ def run_search(
             jnp.asarray(prompt_len[idx]), jnp.asarray(gold[idx]),
             jnp.stack([c[2] for c in padded]), sampling, hp, reward=reward, task=task, cfg=cfg,
             num_samples=num_samples, cache_len=cache_len, devices=d)))
-    cat: dict[str, np.ndarray] = {}
+    col = _Collector(p=p, per_chunk=per_chunk, num_samples=num_samples)
     for group_ids, out in pending:
         out = jax.device_get(out)
-        for j, ids in enumerate(group_ids):
-            o = {k: _chunk_part(k, v, j, d) for k, v in out.items()}
-            if j == len(group_ids) - 1:  # the repeats' executed work goes to the last chunk
-                for k in _COUNTERS[:-1]:
-                    o[k] = np.sum(out[k][j:])
-            _collect(cat, o, ids, p=p, per_chunk=per_chunk, num_samples=num_samples)
-    main = {k: cat.pop(k) for k in _PER_PROBLEM}
-    main.pop("tokens")
-    return SearchResult(work=cat, cache_len=cache_len, window=reward.window, **main)
+        for j, ids in enumerate(group_ids):  # the repeats' executed work goes to the last chunk
+            col.add(out, j, d, ids, repeats=d - j if j == len(group_ids) - 1 else 1)
+    return col.result(cache_len=cache_len, window=reward.window)
 
 
-def _chunk_part(name: str, v: np.ndarray, j: int, d: int) -> np.ndarray:
-    """Chunk ``j``'s part of output ``name`` of a ``d``-chunk call (a scalar for a counter)."""
-    v = np.asarray(v)
-    return v[j] if name in _COUNTERS else v.reshape(d, -1, *v.shape[1:])[j]
+_PER_PROBLEM = ("chosen", "answers", "weights", "valid")
 
 
-def _collect(cat: dict, o: dict, ids: np.ndarray, *, p: int, per_chunk: int,
-             num_samples: int) -> None:
-    """Adds one chunk's outputs ``o`` to the per-problem arrays ``cat`` (problems ``ids``)."""
-    n_valid = len(ids)
-    pad = per_chunk / n_valid  # padding problems' executed work, charged to the chunk's
-    for k, v in o.items():
-        v = np.asarray(v)
-        if k in _PER_PROBLEM:
-            rows = v[:n_valid]
-        elif k in _COUNTERS:  # batched loop iterations: every row of the chunk computed each one
-            rows = np.full((n_valid,), float(v) * (1 if k == "iterations" else
-                                                   num_samples * pad))
-        else:  # per-row work counters, summed per problem
-            rows = v.reshape(per_chunk, num_samples)[:n_valid].sum(axis=1)
-        if k not in cat:
-            cat[k] = np.zeros((p, *rows.shape[1:]), rows.dtype)
-        cat[k][ids] = rows
+class _Collector:
+    """Per-problem host arrays of a search run, filled chunk by chunk (problems ``ids``)."""
+
+    def __init__(self, *, p: int, per_chunk: int, num_samples: int):
+        self.p, self.per_chunk, self.n = p, per_chunk, num_samples
+        self.cat: dict[str, np.ndarray] = {}
+
+    def add(self, out: _ChunkOut, j: int, d: int, ids: np.ndarray, *, repeats: int) -> None:
+        """Adds chunk ``j`` of a ``d``-chunk call; its executed counters are summed over it and
+        the ``repeats - 1`` chunks after it (spare devices' copies of it)."""
+        n_valid = len(ids)
+        pad = self.per_chunk / n_valid  # padding problems' executed work, charged to the chunk's
+        for name in _PER_PROBLEM:
+            v = np.asarray(getattr(out, name))
+            self._put(name, ids, v.reshape(d, -1, *v.shape[1:])[j][:n_valid])
+        for name in SearchWork.names():
+            v = np.asarray(getattr(out.work, name))
+            if name == "iterations":  # every row of the chunk ran each one
+                rows = np.full((n_valid,), float(v[j]))
+            elif name in EXECUTED_COUNTERS:  # batched loop iterations, all rows computed
+                rows = np.full((n_valid,), float(np.sum(v[j:j + repeats]))
+                               * (self.n * pad))
+            else:  # per-row work counters, summed per problem
+                rows = v.reshape(d, -1)[j].reshape(self.per_chunk, self.n)[:n_valid].sum(axis=1)
+            self._put(name, ids, rows)
+
+    def _put(self, name: str, ids: np.ndarray, rows: np.ndarray) -> None:
+        if name not in self.cat:
+            self.cat[name] = np.zeros((self.p, *rows.shape[1:]), rows.dtype)
+        self.cat[name][ids] = rows
+
+    def result(self, *, cache_len: int, window: int) -> SearchResult:
+        work = SearchWork(**{k: self.cat[k] for k in SearchWork.names()})
+        return SearchResult(work=work, cache_len=cache_len, window=window,
+                            **{k: self.cat[k] for k in _PER_PROBLEM})

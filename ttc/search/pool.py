@@ -9,7 +9,10 @@ size-``k`` subsets of the pool, estimated without bias:
 * majority vote: Monte-Carlo over ``subsets`` random subsets, in one jit per ``k``
   (exact when ``k == n``).
 
-FLOPs at budget ``k`` (:func:`ttc.flops.pool_ledger`) charge the shared-prompt prefill once plus
+Methods that select by a verifier (best-of-N, weighted majority) take the pool's aggregated
+scores (:func:`scored_correct`); the others need the pool alone (:func:`per_problem_correct`).
+
+FLOPs at budget ``k`` (:func:`ttc.ledger.pool_ledger`) charge the shared-prompt prefill once plus
 ``k`` times the pool's mean per-sample decode cost (useful and executed): linear in ``k``.
 """
 
@@ -21,12 +24,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ttc import registry as REG
 from ttc.decode import TRACE_COUNTS, Samples
 from ttc.metrics import expected_best_of_k, pass_at_k
 from ttc.search.aggregate import majority_vote
 from ttc.tasks.base import INVALID_ANSWER, ProblemSet
 
-POOL_METHODS = ("single", "majority", "bon_loglik", "coverage")
+POOL_METHODS = tuple(m.name for m in REG.iter_methods(REG.KIND_POOL) if not m.needs_reward)
+"""The pool methods that need no verifier: estimated from the pool alone."""
+SCORED_METHODS = tuple(m.name for m in REG.iter_methods(REG.KIND_POOL) if m.needs_reward)
+"""The pool methods that select by a verifier's score (:func:`scored_correct`)."""
 
 
 @functools.partial(jax.jit, static_argnames=("k", "subsets"))
@@ -81,3 +88,20 @@ def per_problem_correct(
         key = jax.random.key(0) if key is None else key
         return weighted_majority_at_k(ans, None, gold, k, key=key, subsets=subsets)
     raise ValueError(f"unknown pool method {method!r}; choose from {POOL_METHODS}")
+
+
+def scored_correct(
+    method: str, scores: np.ndarray, samples: Samples, problems: ProblemSet, k: int, *, key,
+    subsets: int = 256,
+) -> np.ndarray:
+    """Expected correctness ``[P]`` at budget ``k`` of a pool method that selects by
+    ``scores`` ``[P, N]`` (one aggregated verifier score per sample): ``bon`` (exact expected
+    best-of-k; invalid answers never win) or ``weighted_majority`` (score-weighted vote,
+    Monte-Carlo over ``subsets`` subsets)."""
+    ans = samples.answers
+    if method == "bon":
+        correct = ans == problems.answers[:, None]
+        return expected_best_of_k(np.where(ans != INVALID_ANSWER, scores, -np.inf), correct, k)
+    if method == "weighted_majority":
+        return weighted_majority_at_k(ans, scores, problems.answers, k, key=key, subsets=subsets)
+    raise ValueError(f"unknown scored pool method {method!r}; choose from {SCORED_METHODS}")
