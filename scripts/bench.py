@@ -55,7 +55,7 @@ from flax import nnx
 
 from ttc import flops as ttc_flops
 from ttc.decode import SamplingParams, decode, prefill
-from ttc.models.transformer import TransformerConfig, create
+from ttc.models import TransformerConfig, create
 from ttc.parallel import ROWS, configure_host_devices, over_rows, usable_cores
 
 HF_SKIP_REASON = "skipped: torch/transformers not installed (pip install -e '.[bench]')"
@@ -462,7 +462,7 @@ def _bench_policy(args: argparse.Namespace):
 
     from ttc import checkpoint
     from ttc.checkpoint import LoadedModel
-    from ttc.models.transformer import TransformerConfig, create
+    from ttc.models import TransformerConfig, create
     from ttc.tasks import make_task
 
     task = make_task("arithmetic")
@@ -477,6 +477,7 @@ def _bench_policy(args: argparse.Namespace):
             return False
 
     cands = sorted(Path(args.checkpoints).glob("policy-*"), key=lambda p: p.stat().st_mtime)
+    cands = [c for c in cands if ".damaged-" not in c.name and ".tmp" not in c.name]
     cands = [c for c in cands if checkpoint.exists(c) and arithmetic(c)]
     if cands:
         return task, checkpoint.load(cands[-1]), cands[-1].name

@@ -1,6 +1,6 @@
 """The benchmark harness runs end to end in quick mode and writes a well-formed report.
 
-Never asserts on timings or ratios (DESIGN.md: tests never assert wall times): only on the
+Never asserts on timings or ratios (tests never assert wall times): only on the
 report's shape and that measured throughputs are positive.
 """
 

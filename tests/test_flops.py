@@ -7,7 +7,8 @@ from flax import nnx
 
 from ttc import flops as F
 from ttc.decode import Samples
-from ttc.models.transformer import TransformerConfig, create, init_cache
+from ttc.ledger import pool_ledger
+from ttc.models import TransformerConfig, create, init_cache
 
 
 def test_one_decode_step_matches_cost_analysis():
@@ -45,7 +46,7 @@ def test_ledger_components_and_linearity():
                 loglik=np.zeros((2, 4)), useful_tokens=np.full((2, 4), 10),
                 useful_ctx=np.full((2, 4), 100.0), executed_row_steps=np.full((2, 4), 12),
                 cache_len=40)
-    totals = [F.pool_ledger(cfg, s, P, k) for k in (1, 2, 4)]
+    totals = [pool_ledger(cfg, s, P, k) for k in (1, 2, 4)]
     dec = [t.useful["policy_decode"] for t in totals]
     assert dec[1] == 2 * dec[0] and dec[2] == 4 * dec[0]
     assert totals[0].useful["policy_prefill"] == totals[2].useful["policy_prefill"]
@@ -85,7 +86,7 @@ def test_pool_ledger_of_the_sampler(task, tiny_policy):
     np.testing.assert_allclose(s.prefill_ctx, s.prefill_tokens.astype(float) ** 2)
     assert s.executed_row_steps.sum() % 8 == 0
     for k in (1, 4):
-        led = F.pool_ledger(tiny_policy.cfg, s, ps, k)
+        led = pool_ledger(tiny_policy.cfg, s, ps, k)
         for c in led.useful:
             assert led.executed[c] >= led.useful[c] * (1 - 1e-9), c
     old = F.prefill_executed(tiny_policy.cfg, ps.prompts.shape[1], s.cache_len)

@@ -19,6 +19,7 @@ from ttc import flops as F
 from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
 from ttc.decode import SamplingParams, generate_solutions
+from ttc.ledger import pool_ledger
 from ttc.models import (
     Cache,
     Policy,
@@ -216,7 +217,7 @@ def test_toy_family_samples_through_the_sampler(small_task, toy_cfg, toy_policy)
         ref = sum(logp[r, j - 1, rows[r, j]] for j in range(lp, end))
         assert abs(float(s.loglik[r // 3, r % 3]) - ref) < 1e-4 * max(1, end - lp)
         assert float(s.useful_ctx[r // 3, r % 3]) == sum(range(lp + 1, end + 1))
-    led = F.pool_ledger(toy_cfg, s, ps, 3)
+    led = pool_ledger(toy_cfg, s, ps, 3)
     assert 0 < led.total_useful <= led.total_executed
     ref_dec = np.mean([sum(toy_cfg.flops_per_token(c) for c in range(
         int(ps.prompt_len[r // 3]) + 1, int(s.length[r // 3, r % 3]) + 1)) for r in range(15)])

@@ -492,7 +492,7 @@ class Samples:
         cache_len: ``T``.
         prefill_tokens: ``[P]`` prefill token-rows charged to each problem, or ``None`` (pools
             saved before this field: the prompt width at ``cache_len``, see
-            :func:`ttc.flops.pool_ledger`).
+            :func:`ttc.ledger.pool_ledger`).
         prefill_ctx: ``[P]`` sum over those token-rows of the slots they attended over.
     """
 

@@ -52,13 +52,6 @@ def decode_executed(cfg: PolicyConfig, row_steps, cache_len: int) -> np.ndarray:
     return np.asarray(row_steps, np.float64) * cfg.flops_per_token(cache_len)
 
 
-def pool_ledger(cfg: PolicyConfig, samples, problems, k: int) -> Ledger:
-    """:func:`ttc.ledger.pool_ledger` (where the ledger builders live), kept under this name."""
-    from ttc.ledger import pool_ledger as build
-
-    return build(cfg, samples, problems, k)
-
-
 @dataclasses.dataclass
 class Ledger:
     """FLOPs per problem by component, both totals (floats, summed over a method run)."""

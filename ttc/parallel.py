@@ -15,9 +15,9 @@ device count, since each sample has its own key.
 
 The cost: every device holds its own copy of the parameters and reads all of them at every
 decode step. That is negligible for the default world's models (0.1M parameters), but it is
-a loss where reading the weights dominates a step: a random 100M-parameter model decoding 2
-rows ran at 11 tokens/s on two CPU devices against 44 on one (``docs/BENCHMARKS.md``). Use
-``host_devices=1`` for such models on a CPU.
+a loss where reading the weights dominates a step, as for a 100M-parameter model decoding a few
+rows (measured by ``scripts/bench.py``, docs/BENCHMARKS.md). Use ``host_devices=1`` for such
+models on a CPU.
 
 Conventions: the mesh has one axis, :data:`ROWS`; arrays sharded on it are split along their
 leading (problem) axis into equal contiguous blocks, in device order.
@@ -190,7 +190,7 @@ def side_by_side(jobs: Sequence[Callable[[], T]], devices: int | None = None) ->
     This is task parallelism for work that a single device does not spread over the cores, such
     as training two small models: XLA:CPU runs most ops of these models on one thread (see the
     module docstring). A training step of the default policy already keeps part of the second
-    core busy, so two at once gain 1.26-1.37x, not 2x.
+    core busy, so two at once gain less than 2x (``scripts/bench.py --sections train``).
 
     A job computes exactly what it computes alone: the same programs run on a device of the same
     kind, with their samplers unsharded (:func:`pinned`), and the samplers' results do not

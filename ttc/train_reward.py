@@ -19,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import time
+import uuid
 from pathlib import Path
 
 import jax
@@ -364,7 +366,7 @@ def _labels(policy, task, label_cfg, path: Path, progress: bool):
     val = monte_carlo_labels(policy, task, val_cfg, seed_offset=_VAL_OFFSET, progress=progress)
     log.info("Monte-Carlo step labels: %d solutions in %.0fs", len(data.tokens), time.time() - t0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
     np.savez_compressed(tmp, **{f"train_{f}": getattr(data, f) for f in fields},
                         **{f"val_{f}": getattr(val, f) for f in fields})
     tmp.replace(path)

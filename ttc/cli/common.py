@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttc.cli.schema import CONF_DIR, policy_file, validate
 from ttc.errors import ConfigError
-from ttc.models.transformer import TransformerConfig
+from ttc.models import TransformerConfig
 from ttc.tasks.base import Task
 from ttc.train import TrainConfig
 
