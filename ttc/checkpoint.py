@@ -51,6 +51,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from ttc.errors import ConfigError
+from ttc.fsutil import fsync_dir
 from ttc.models import PolicyConfig, config_from_dict, config_to_dict, create
 
 log = logging.getLogger(__name__)
@@ -311,7 +312,7 @@ def save_snapshot(path: str | os.PathLike, trees: dict[str, Any], meta: dict) ->
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def load_snapshot(path: str | os.PathLike, like: dict[str, Any]) -> tuple[dict, dict] | None:
@@ -455,7 +456,7 @@ def _install(tmp: Path, final: Path) -> None:
         finally:
             if old is not None:
                 _remove(old)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _move_aside(p: Path) -> Path | None:
@@ -491,15 +492,7 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(Path(dirpath))
 
 
 def _json_default(o: Any):

@@ -62,6 +62,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ttc.fsutil import fsync_dir
+
 
 class ResultsStoreWarning(UserWarning):
     """Lines of a results file were set aside, or could not be."""
@@ -234,7 +236,7 @@ class ResultsStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         lines = ", ".join(f"{n} ({why})" for n, _, why in bad)
         warnings.warn(f"{self.path}: set aside line(s) {lines}; they were appended verbatim to "
                       f"{self._rejected} and the file was rewritten without them",
@@ -340,14 +342,6 @@ def _close_all(claims: dict[str, tuple[int, Path]], store_fd: int | None) -> Non
     if store_fd is not None:
         with contextlib.suppress(OSError):
             os.close(store_fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _default(o):
