@@ -38,6 +38,7 @@ import secrets
 import shutil
 import socket
 import sys
+import time
 import warnings
 import zipfile
 import zlib
@@ -214,7 +215,7 @@ def _read_params(d: Path, like: dict) -> dict:
             log.debug("reading %s/params failed: %s", d, type(e).__name__)
             restored = None
         if restored is None:
-            gc.collect()  # finalize the failed restore's pending reads while they are silenced
+            _settle_failed_restore()
     if restored is None:  # raised outside the handler, so orbax's frames are not kept alive
         raise DamagedCheckpointError(d, f"its parameter arrays in {d / 'params'} cannot be read")
     got, want = _shapes(restored), _shapes(like)
@@ -266,13 +267,36 @@ def _check_files(d: Path) -> None:
                    "written)")
 
 
+def _settle_failed_restore(quiet_rounds: int = 5, max_rounds: int = 60) -> None:
+    """Lets a failed restore's pending reads finish and be finalized while their errors are
+    still silenced: orbax's reader threads may hold them for a while, so garbage is collected
+    until ``quiet_rounds`` rounds in a row (50 ms apart) report nothing, at most
+    ``max_rounds``. Only a damaged checkpoint pays this wait."""
+    quiet = 0
+    for _ in range(max_rounds):
+        before = _SILENCED[0]
+        gc.collect()
+        time.sleep(0.05)
+        quiet = quiet + 1 if _SILENCED[0] == before else 0
+        if quiet >= quiet_rounds:
+            return
+
+
+_SILENCED = [0]   # errors silenced by _quiet_orbax so far (read by _settle_failed_restore)
+
+
+def _silence(what: str, message: object) -> None:
+    _SILENCED[0] += 1
+    log.debug("during a restore, %s: %s", what, message)
+
+
 @contextlib.contextmanager
 def _quiet_orbax() -> Iterator[None]:
     """Keeps a failing orbax restore from printing tracebacks: the errors of its pending
     reads ("Exception ignored in ...", asyncio's "exception was never retrieved") go to this
     module's debug log instead while the restore runs."""
     hook = sys.unraisablehook
-    sys.unraisablehook = lambda info: log.debug("during a restore: %r", info.exc_value)
+    sys.unraisablehook = lambda info: _silence("unraisable", repr(info.exc_value))
     drop = _DropFilter()
     logging.getLogger("asyncio").addFilter(drop)
     try:
@@ -284,7 +308,7 @@ def _quiet_orbax() -> Iterator[None]:
 
 class _DropFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        log.debug("during a restore, asyncio: %s", record.getMessage().splitlines()[0])
+        _silence("asyncio", record.getMessage().splitlines()[0])
         return False
 
 

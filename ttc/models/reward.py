@@ -18,10 +18,10 @@ Two heads (``TransformerConfig.head``):
   condemn every later step. The features are those of likelihood reranking (the policy's own
   version is ``bon_loglik``), here under a separately trained reference LM.
 
-Why it exists (measured, README "Results"): value heads fine-tuned from the policy's trunk on
-Monte-Carlo labels learned which *problems* are hard (plain AUC 0.74) but ranked solutions of one
-problem at chance (within-problem AUC 0.54); the log-probability of a sampled solution under an LM
-trained longer on the same data ranks them at 0.9.
+Why it exists: value heads fine-tuned from the policy's trunk on Monte-Carlo labels learn which
+*problems* are hard but rank the solutions of one problem close to chance, while the
+log-probability of a sampled solution under an LM trained longer on the same data ranks them
+well (the within-problem AUCs are in README "Results" and docs/RESULTS.md).
 
 The running statistics make incremental scoring exact: :class:`LogProbCarry` holds each row's
 log-softmax at its last consumed position (it predicts the next call's first token) and the
