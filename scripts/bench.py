@@ -94,7 +94,7 @@ class ModelSize:
 
 # the default ttc policy (conf/policy/tiny.yaml, arithmetic vocabulary), a 1.6M-parameter one and
 # a 3.2M-parameter one (not run by default: its batch-1024 cells alone take minutes on 2 cores);
-# and the accelerator sizes, ~100M and ~1B parameters with a 32k vocabulary
+# and the accelerator sizes, ~100M and ~1B parameters with a 32k vocabulary
 # (scripts/bench_gpu.sh; far too slow for a 2-core CPU beyond a smoke run)
 KNOWN_SIZES: tuple[ModelSize, ...] = (
     ModelSize("policy-tiny", d_model=64, n_layers=2, n_heads=4, d_ff=256),

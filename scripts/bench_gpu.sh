@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue #5's accelerator run: the same harness on a GPU (or TPU) host, ~100M and ~1B parameters.
-# Prepared for a session that is lent a device; not run in CI, and not yet run anywhere.
+# The accelerator run: the same harness on a GPU (or TPU) host, ~100M and ~1B parameters.
+# Run it on a machine with an accelerator; CI does not run it, and it has not been run yet.
 # Usage, from the repository root:
 #   bash scripts/bench_gpu.sh [OUT_DIR]         # writes OUT_DIR/bench_gpu*.json (default: .)
 # It installs nothing: the host must already have jax with its accelerator plugin, flax, optax,
