@@ -57,6 +57,7 @@ from ttc import flops as ttc_flops
 from ttc.decode import SamplingParams, decode, prefill
 from ttc.models import TransformerConfig, create
 from ttc.parallel import ROWS, configure_host_devices, over_rows, usable_cores
+from ttc.tasks.stops import StopRule
 
 HF_SKIP_REASON = "skipped: torch/transformers not installed (pip install -e '.[bench]')"
 
@@ -315,8 +316,8 @@ def make_ttc_decode(graphdef: nnx.GraphDef, cfg: TransformerConfig, batch: int, 
             key = jax.random.fold_in(key, jax.lax.axis_index(ROWS))
         st = prefill(graphdef, params, prompt[None], jnp.full((1,), prompt_len, jnp.int32), key,
                      num_samples=batch // devices, cache_len=cache_len)
-        st = decode(graphdef, params, st, sp, stop_ids=(never,), eos_id=never, pad_id=0,
-                    max_steps=new_tokens)
+        st = decode(graphdef, params, st, sp, stops=StopRule(step_ids=(), eos_ids=(never,)),
+                    one_step=False, pad_id=0, max_steps=new_tokens)
         return st.tokens, st.useful_tokens
 
     return jax.jit(over_rows(local, devices))  # every argument replicated

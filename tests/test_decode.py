@@ -17,6 +17,7 @@ from ttc.decode import (
     select_tokens,
 )
 from ttc.parallel import sampler_devices
+from ttc.tasks.stops import StopRule
 
 
 def _full_logits(model, tokens):
@@ -44,7 +45,9 @@ def test_cached_forward_equals_full_forward(tiny_policy):
 @functools.partial(jax.jit, static_argnames=("graphdef", "n", "cache_len", "stop_ids"))
 def _run(graphdef, params, prompts, plen, key, sp, *, n, cache_len, stop_ids):
     st = prefill(graphdef, params, prompts, plen, key, num_samples=n, cache_len=cache_len)
-    return decode(graphdef, params, st, sp, stop_ids=stop_ids, eos_id=2)
+    steps = tuple(i for i in stop_ids if i != 2)
+    return decode(graphdef, params, st, sp, stops=StopRule(step_ids=steps, eos_ids=(2,)),
+                  one_step=bool(steps))
 
 
 def test_decode_logprobs_match_full_forward(task, tiny_policy):

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ttc.models.interface import Cache
 from ttc.parallel import over_rows, resolve_devices
+from ttc.tasks.stops import StopRule, stop_rule
 
 
 @struct.dataclass
@@ -180,22 +181,24 @@ def decode(
     state: DecodeState,
     sp: SamplingParams,
     *,
-    stop_ids: tuple[int, ...],
-    eos_id: int,
+    stops: StopRule,
+    one_step: bool = True,
     pad_id: int = 0,
     max_steps: int | None = None,
 ) -> DecodeState:
-    """Decodes until every row has emitted one of ``stop_ids`` (or is done / out of slots).
+    """Decodes until every row has ended a step (``one_step``) or its solution (or is done / out
+    of slots).
 
-    Traceable; wrap the caller in ``jax.jit``. A row is *done* after ``EOS`` or when its cache is
-    full; a done row never advances again. ``stop_ids`` should contain ``eos_id``.
+    Traceable; wrap the caller in ``jax.jit``. A row is *done* after a solution end
+    (``stops.is_eos``) or when its cache is full; a done row never advances again.
 
     Args:
         graphdef, params: the policy, from ``nnx.split``.
         state: the loop state; its ``logits`` are the next-token logits of each row.
         sp: sampling parameters (traced).
-        stop_ids: tokens that end this call for a row (e.g. ``(step_id, eos_id)`` for one step).
-        eos_id: the end-of-solution token.
+        stops: which tokens end a step and a solution (:func:`ttc.tasks.stops.stop_rule` of the
+            task's tokenizer).
+        one_step: stop each row at its next step end (else only at the solution's end).
         pad_id: written nowhere; fed to stopped rows.
         max_steps: optional cap on loop iterations of this call (default: free slots).
 
@@ -205,7 +208,6 @@ def decode(
     b, t = state.tokens.shape
     rows = jnp.arange(b)
     cap = t if max_steps is None else max_steps
-    stop = jnp.asarray(stop_ids, jnp.int32)
 
     def cond(carry):
         _, stopped, it = carry
@@ -225,8 +227,12 @@ def decode(
         logits = jnp.where(active[:, None], out[:, 0], st.logits)
         length = st.length + active.astype(jnp.int32)
         full = length >= t
-        done = st.done | (active & (tok == eos_id)) | full
-        stopped = stopped | (active & jnp.isin(tok, stop)) | full
+        eos = stops.is_eos(tok)
+        done = st.done | (active & eos) | full
+        if one_step:
+            prev = st.tokens[rows, jnp.maximum(pos - 1, 0)]
+            eos = eos | stops.is_step_end(tok, prev, pos - 1 >= st.prompt_len)
+        stopped = stopped | (active & eos) | full
         new = st.replace(
             tokens=tokens,
             length=length,
@@ -346,6 +352,7 @@ def _generate_local(graphdef, params, prompts, prompt_len, problem_id, n_valid, 
     :func:`generate_solutions`)."""
     n_valid = n_valid[0]
     tok = task.tokenizer
+    stops = stop_rule(tok)
     n, b = num_samples, slots
     p, lp = prompts.shape
     t = task.max_prompt_len + task.max_solution_len
@@ -429,7 +436,7 @@ def _generate_local(graphdef, params, prompts, prompt_len, problem_id, n_valid, 
             cache=cache,
             logits=jnp.where(active[:, None], out[:, 0], st.logits),
             loglik=st.loglik + jnp.where(active, lp_tok, 0.0),
-            done=st.done | (active & (nxt == tok.EOS)) | (length >= t),
+            done=st.done | (active & stops.is_eos(nxt)) | (length >= t),
             useful_tokens=st.useful_tokens + active.astype(jnp.int32),
             useful_ctx=st.useful_ctx + jnp.where(active, pos + 1, 0).astype(jnp.float32),
             row_steps=st.row_steps + occupied.astype(jnp.int32),

@@ -33,6 +33,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ttc.models.interface import Cache
 from ttc.models.reward import LogProbCarry, score_logits
+from ttc.tasks.stops import StopRule, stop_rule
 
 KINDS = ("prm", "orm", "oracle")
 AGGREGATIONS = ("last", "min", "prod", "mean")
@@ -88,11 +89,11 @@ class RewardState:
     calls: Int[Array, ""]
 
 
-def step_end_positions(tokens, prompt_len, length, step_id: int, eos_id: int, max_steps: int):
+def step_end_positions(tokens, prompt_len, length, stops: StopRule, max_steps: int):
     """``[B, max_steps]`` positions of each step's last token (``-1`` padding) and a mask."""
     _, t = tokens.shape
     pos = jnp.arange(t)[None, :]
-    is_end = (((tokens == step_id) | (tokens == eos_id)) & (pos >= prompt_len[:, None])
+    is_end = (stops.ends_in_tokens(tokens, prompt_len) & (pos >= prompt_len[:, None])
               & (pos < length[:, None]))
     ends = jax.vmap(lambda m: jnp.nonzero(m, size=max_steps, fill_value=-1)[0])(is_end)
     return ends, ends >= 0
@@ -133,7 +134,8 @@ def score_solutions(
     """
     tok = task.tokenizer
     k = task.max_steps + 1
-    ends, mask = step_end_positions(tokens, prompt_len, length, tok.step_id, tok.EOS, k)
+    stops = stop_rule(tok)
+    ends, mask = step_end_positions(tokens, prompt_len, length, stops, k)
     if spec.kind == "oracle":
         return _clip(_oracle(task, tokens, prompt_len, ends, mask, gold, key, spec)), mask
     model = nnx.merge(spec.graphdef, params)
@@ -145,7 +147,7 @@ def score_solutions(
     if spec.kind == "orm":
         last = jnp.sum(mask, axis=1) - 1
         mask = mask & (jnp.arange(k)[None, :] == last[:, None])
-        mask = mask & (jnp.take_along_axis(tokens, jnp.maximum(ends, 0), 1) == tok.EOS)
+        mask = mask & stops.is_eos(jnp.take_along_axis(tokens, jnp.maximum(ends, 0), 1))
     return _clip(s) * mask, mask
 
 
@@ -213,7 +215,7 @@ def score_new_tokens(
         score = jax.nn.sigmoid(jnp.take_along_axis(logit, last[:, None], 1)[:, 0])
         if spec.kind == "orm":  # an ORM only judges finished solutions
             fin = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
-            score = jnp.where(fin == task.tokenizer.EOS, score, 0.5)
+            score = jnp.where(stop_rule(task.tokenizer).is_eos(fin), score, 0.5)
     else:
         cache = None
         ok = task.prefix_correct(tokens, prompt_len, length, gold_rows)

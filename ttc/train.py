@@ -29,6 +29,7 @@ from ttc.checkpoint import LoadedModel
 from ttc.decode import SamplingParams, generate_solutions
 from ttc.models import PolicyConfig, create
 from ttc.tasks.base import ProblemSet, Task
+from ttc.tasks.hf_tokenizer import stop_ids_of
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def sequences(task: Task, problems: ProblemSet, width: int) -> tuple[np.ndarray,
     for i in range(p):
         lp = int(problems.prompt_len[i])
         gold = problems.gold[i]
-        gl = int(np.argmax(gold == task.tokenizer.EOS)) + 1
+        gl = int(np.argmax(np.isin(gold, stop_ids_of(task.tokenizer)))) + 1
         tokens[i, :lp] = problems.prompts[i, :lp]
         tokens[i, lp : lp + gl] = gold[:gl]
         mask[i, lp - 1 : lp + gl - 1] = 1.0

@@ -39,6 +39,7 @@ from ttc.metrics import roc_auc, within_group_auc
 from ttc.models import PolicyConfig, create
 from ttc.models.reward import score_logits
 from ttc.tasks.base import Task
+from ttc.tasks.stops import stop_rule
 from ttc.train import TrainConfig, cache_key, make_optimizer, train_step
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,9 @@ class StepDataset:
 
 
 def _step_ends(task: Task, tokens, prompt_len, length):
-    ends, mask = jax.jit(R.step_end_positions, static_argnums=(3, 4, 5))(
+    ends, mask = jax.jit(R.step_end_positions, static_argnums=(3, 4))(
         jnp.asarray(tokens), jnp.asarray(prompt_len), jnp.asarray(length),
-        task.tokenizer.step_id, task.tokenizer.EOS, task.max_steps + 1)
+        stop_rule(task.tokenizer), task.max_steps + 1)
     return np.asarray(ends), np.asarray(mask)
 
 

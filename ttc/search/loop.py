@@ -48,6 +48,7 @@ from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode, prefil
 from ttc.parallel import device_groups, over_rows, resolve_devices
 from ttc.search.aggregate import best_of_n, majority_vote
 from ttc.search.resampling import ess, resample
+from ttc.tasks.stops import stop_rule
 
 METHODS = REG.names(REG.KIND_SEARCH)
 """The step-level search methods (:mod:`ttc.registry`)."""
@@ -176,8 +177,8 @@ def _rollout_score(policy, reward, task, s: SearchState, k: int):
     def one(_, carry):
         dec, rew, score = carry
         before = dec.length
-        dec = decode(graphdef, params, dec, greedy, stop_ids=(tok.step_id, tok.EOS),
-                     eos_id=tok.EOS, pad_id=tok.PAD, max_steps=task.max_step_len)
+        dec = decode(graphdef, params, dec, greedy, stops=stop_rule(tok), pad_id=tok.PAD,
+                     max_steps=task.max_step_len)
         rew, r = R.score_new_tokens(reward, rparams, task, rew, dec.tokens, dec.prompt_len,
                                     dec.length, gold_rows, dec.key)
         return dec, rew, jnp.where(dec.length > before, r, score)
@@ -199,11 +200,14 @@ def propose_and_score(policy, reward, task, cfg: SearchConfig, s: SearchState, s
     graphdef, params, rparams, gold_rows = policy
     tok = task.tokenizer
     before = s.dec.length
-    dec = decode(graphdef, params, s.dec, sp, stop_ids=(tok.step_id, tok.EOS), eos_id=tok.EOS,
-                 pad_id=tok.PAD, max_steps=task.max_step_len)
+    stops = stop_rule(tok)
+    dec = decode(graphdef, params, s.dec, sp, stops=stops, pad_id=tok.PAD,
+                 max_steps=task.max_step_len)
     advanced = dec.length > before
-    lastok = jnp.take_along_axis(dec.tokens, jnp.maximum(dec.length - 1, 0)[:, None], 1)[:, 0]
-    malformed = advanced & ~dec.done & (lastok != tok.step_id)
+    at = lambda i: jnp.take_along_axis(dec.tokens, jnp.maximum(i, 0)[:, None], 1)[:, 0]  # noqa: E731
+    last = dec.length - 1
+    ended = stops.is_step_end(at(last), at(last - 1), last - 1 >= dec.prompt_len)
+    malformed = advanced & ~dec.done & ~ended
     dec = dec.replace(done=dec.done | malformed)
     key, sub = jax.random.split(dec.key)
     dec = dec.replace(key=key)
