@@ -5,6 +5,7 @@ Build any registered family's module with :func:`create`.
 """
 
 from ttc.models.interface import HEADS, Cache, LayerCache, Policy, PolicyConfig
+from ttc.models.llama import Llama, LlamaConfig
 from ttc.models.registry import (
     DEFAULT_FAMILY,
     config_from_dict,
@@ -17,12 +18,15 @@ from ttc.models.registry import (
 from ttc.models.transformer import Transformer, TransformerConfig, init_cache
 
 register("transformer", TransformerConfig, Transformer)
+register("llama", LlamaConfig, Llama)
 
 __all__ = [
     "DEFAULT_FAMILY",
     "HEADS",
     "Cache",
     "LayerCache",
+    "Llama",
+    "LlamaConfig",
     "Policy",
     "PolicyConfig",
     "Transformer",
