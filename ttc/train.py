@@ -28,7 +28,7 @@ from ttc import checkpoint
 from ttc.checkpoint import LoadedModel
 from ttc.decode import SamplingParams, generate_solutions
 from ttc.models import PolicyConfig, create
-from ttc.tasks.base import ProblemSet, Task
+from ttc.tasks.base import ProblemSet, Task, describe_task
 from ttc.tasks.hf_tokenizer import stop_ids_of
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def train_policy(
             resume.save({"params": params, "opt_state": opt_state}, rng, step=step,
                         history=history)
     meta = {
-        "task": dataclasses.asdict(task) if dataclasses.is_dataclass(task) else {"name": task.name},
+        "task": describe_task(task),
         "train": {**dataclasses.asdict(cfg), "steps_run": step, "val_accuracy": acc,
                   "time_s": round(time.time() - t0, 1), "history": history},
     }

@@ -30,12 +30,14 @@ from ttc.cli.common import (
     setup_devices,
 )
 from ttc.cli.schema import RunConfig, validate
+from ttc.errors import ConfigError
 from ttc.evaluate import RewardSource, evaluate, format_table, run_tag
 from ttc.methods import MethodSpec
 from ttc.parallel import sampler_devices, side_by_side
 from ttc.plots import plot_pareto, write_frontier_csv
 from ttc.results import ResultsStore
 from ttc.rewards import RewardSpec
+from ttc.tasks.base import describe_task
 from ttc.train import TrainConfig, get_policy, policy_path
 from ttc.train_reward import LabelConfig, get_reward_model
 
@@ -157,6 +159,31 @@ class RunOutcome:
         return [r for r in self.store.records if r["key"].endswith("|" + self.tag)]
 
 
+def load_pretrained(rc: RunConfig):
+    """The ``policy=hf`` checkpoint (:func:`ttc.hub.load`); a loading error (an unsupported
+    architecture, a missing tensor) is a configuration error naming ``policy.path``."""
+    from ttc import hub
+
+    t0 = time.time()
+    try:
+        model = hub.load(rc.policy.path, dtype=rc.policy.dtype)
+    except ValueError as e:
+        raise ConfigError(f"policy.path={rc.policy.path!r}: {e}") from None
+    if model.tokenizer is None:
+        raise ConfigError(f"policy.path={rc.policy.path!r} has no tokenizer files "
+                          "(tokenizer.json / tokenizer_config.json): text tasks need one")
+    log.info("loaded %s (%s, %.0fM parameters) in %.0fs", rc.policy.path, model.cfg.family,
+             model.cfg.n_params / 1e6, time.time() - t0)
+    return model
+
+
+def hub_tokenizer(model):
+    """The task-side tokenizer of a pretrained model (its vocabulary size is the model's)."""
+    from ttc.tasks import HFTokenizer
+
+    return HFTokenizer(model.tokenizer, vocab_size=model.cfg.vocab_size)
+
+
 @friendly_errors
 def run(cfg: DictConfig) -> RunOutcome:
     """The main job on ``cfg``: validated first (:func:`ttc.cli.schema.validate`), so a
@@ -166,12 +193,13 @@ def run(cfg: DictConfig) -> RunOutcome:
     setup_devices(cfg)
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    task = rc.build_task()
+    hub = load_pretrained(rc) if rc.hub_policy else None
+    task = rc.build_task(None if hub is None else hub_tokenizer(hub))
     if rc.compilation_cache:
         enable_compilation_cache(cfg.cache_dir)
     methods = list(rc.methods)
     ecfg = rc.eval_config()
-    pcfg = policy_config(cfg, task)
+    pcfg = hub.cfg if hub is not None else policy_config(cfg, task)
     tcfg = rc.train.config()
     rsettings = reward_settings(rc)
     mirror = None
@@ -182,8 +210,11 @@ def run(cfg: DictConfig) -> RunOutcome:
                              config=OmegaConf.to_container(cfg, resolve=True),
                              mode=cfg.logger.mode)
     store = ResultsStore(run_dir / "results.jsonl", mirror=mirror)
-    policy, trunk = train_models(cfg, task, methods, pcfg, tcfg, rsettings)
-    run_config = {"task": dataclasses.asdict(task), "policy": dataclasses.asdict(pcfg),
+    if hub is not None:
+        policy, trunk = hub.policy, None
+    else:
+        policy, trunk = train_models(cfg, task, methods, pcfg, tcfg, rsettings)
+    run_config = {"task": describe_task(task), "policy": dataclasses.asdict(pcfg),
                   "policy_id": policy.meta.get("id")}
     rewards = reward_sources(cfg, methods, task, policy, rsettings, trunk)
     new = evaluate(policy, task, methods, ecfg, store, run_dir=run_dir, rewards=rewards,

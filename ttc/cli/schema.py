@@ -45,7 +45,7 @@ from ttc import checkpoint
 from ttc.errors import ConfigError
 from ttc.evaluate import EvalConfig
 from ttc.methods import MethodSpec, check_budgets, make_spec
-from ttc.tasks import TASKS, make_task
+from ttc.tasks import TASKS, TEXT_TASKS, make_task, make_text_task
 from ttc.tasks.base import Task
 from ttc.train import TrainConfig
 from ttc.train_reward import LabelConfig
@@ -360,7 +360,58 @@ class GraphSection:
         return min(SPACE_CAP, (n - 1) ** n * n * (self.max_hops - self.min_hops + 1))
 
 
-TASK_SECTIONS: dict[str, type] = {"arithmetic": ArithmeticSection, "graph": GraphSection}
+def _existing_file(key: str, raw: str | None) -> None:
+    if raw is None:
+        return
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{key}={raw!r} {what} (resolved to {path.absolute()}); give a "
+                          "readable JSONL file")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TextTaskSection:
+    """``task=gsm8k|math|jsonl``: a text benchmark read from JSONL files
+    (:class:`ttc.tasks.TextTask`); built with the pretrained policy's tokenizer (``policy=hf``).
+    """
+
+    name: str = _field(choices=("gsm8k", "math", "jsonl"))
+    path: str = _field(nonempty=True)
+    train_path: str | None = None
+    k_shot: int = _field(default=0, ge=0)
+    chat: bool = True
+    system_prompt: str | None = None
+    max_new_tokens: int = _field(default=256, ge=1)
+    max_steps: int = _field(default=32, ge=1)
+    step_delimiter: str = _field(default="\n\n", nonempty=True)
+    question_field: str | None = _field(default=None, nonempty=True)
+    answer_field: str | None = _field(default=None, nonempty=True)
+    answer_format: str | None = _field(default=None, choices=("gsm8k", "number", "boxed"))
+    solution_field: str | None = _field(default=None, nonempty=True)
+    difficulty_field: str | None = _field(default=None, nonempty=True)
+
+    def check(self, path: str) -> None:
+        _existing_file(f"{path}.path", self.path)
+        _existing_file(f"{path}.train_path", self.train_path)
+        if self.k_shot and self.train_path is None:
+            raise ConfigError(f"{path}.k_shot={self.k_shot} needs {path}.train_path (the "
+                              "examples are its first records)")
+        if self.name != "jsonl":
+            given = [f for f in ("question_field", "answer_field", "answer_format",
+                                 "solution_field", "difficulty_field") if getattr(self, f)]
+            if given:
+                raise ConfigError(f"{path}.{given[0]} is for task=jsonl; task={self.name} "
+                                  "has fixed field names")
+
+    def build(self, tokenizer: Any) -> Task:
+        """The task, with ``tokenizer`` (an :class:`ttc.tasks.HFTokenizer`)."""
+        kw = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return make_text_task(kw.pop("name"), tokenizer, **kw)
+
+
+TASK_SECTIONS: dict[str, type] = {"arithmetic": ArithmeticSection, "graph": GraphSection,
+                                  **dict.fromkeys(TEXT_TASKS, TextTaskSection)}
 """The schema of each task; a registered task without one is checked by its own dataclass."""
 
 
@@ -390,6 +441,28 @@ class PolicySection:
     def checkpoint_path(self) -> Path | None:
         """The checkpoint directory, ``None`` when unset (``null``, ``''`` or ``'null'``)."""
         return None if self.checkpoint in (None, "", "null") else Path(self.checkpoint)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HubPolicySection:
+    """``policy=hf``: a pretrained checkpoint (:func:`ttc.hub.load`): a Hugging Face model
+    directory or a ``.gguf`` file; nothing is trained."""
+
+    name: str = _field(choices=("hf",))
+    path: str = _field(nonempty=True)
+    dtype: str = _field(default="float32", choices=("float32", "bfloat16"))
+
+    def check(self, path: str) -> None:
+        p = Path(self.path).expanduser()
+        if p.is_file() and p.suffix == ".gguf":
+            return
+        if p.is_dir() and (p / "config.json").is_file():
+            return
+        what = ("does not exist" if not p.exists() else
+                "is a directory without config.json" if p.is_dir() else "is not a .gguf file")
+        raise ConfigError(f"{path}.path={self.path!r} {what}: give a Hugging Face model "
+                          "directory (config.json + model.safetensors + tokenizer) or a .gguf "
+                          "file")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -586,10 +659,13 @@ def _methods(value: Any, key: str) -> tuple[MethodSpec, ...]:
 
 def _task(value: Any, key: str) -> Any:
     sections = {name: TASK_SECTIONS.get(name, cls) for name, cls in TASKS.items()}
+    sections.update({name: TASK_SECTIONS[name] for name in TEXT_TASKS})
     return _in_group(sections, "task")(value, key)
 
 
-_policy = _in_group(PolicySection, "policy")
+def _policy(value: Any, key: str) -> Any:
+    hub = isinstance(value, Mapping) and value.get("name") == "hf"
+    return _in_group(HubPolicySection if hub else PolicySection, "policy")(value, key)
 _logger = _in_group(LOGGER_SECTIONS, "logger")
 
 
@@ -630,16 +706,29 @@ class RunConfig:
     eval: EvalSection
     train: TrainSection
     reward: RewardSection
-    task: ArithmeticSection | GraphSection | Task = dataclasses.field(metadata=_rule(parse=_task))
-    policy: PolicySection = dataclasses.field(metadata=_rule(parse=_policy))
+    task: ArithmeticSection | GraphSection | TextTaskSection | Task = dataclasses.field(
+        metadata=_rule(parse=_task))
+    policy: PolicySection | HubPolicySection = dataclasses.field(metadata=_rule(parse=_policy))
     logger: LocalLogger | WandbLogger = dataclasses.field(metadata=_rule(parse=_logger))
     methods: tuple[MethodSpec, ...] = dataclasses.field(metadata=_rule(parse=_methods))
     reproduce: ReproduceSection | None = None
     save_to: str | None = _field(default=None, nonempty=True)
 
-    def build_task(self) -> Task:
-        """The task of :attr:`task`."""
+    @property
+    def text_task(self) -> bool:
+        """Whether :attr:`task` is a text benchmark (built with a pretrained tokenizer)."""
+        return isinstance(self.task, TextTaskSection)
+
+    @property
+    def hub_policy(self) -> bool:
+        """Whether the policy is a pretrained checkpoint (``policy=hf``)."""
+        return isinstance(self.policy, HubPolicySection)
+
+    def build_task(self, tokenizer: Any = None) -> Task:
+        """The task of :attr:`task` (a text task needs the policy's ``tokenizer``)."""
         try:
+            if self.text_task:
+                return self.task.build(tokenizer)
             return make_task(**dataclasses.asdict(self.task))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"task: {e}") from None
@@ -671,8 +760,10 @@ def validate(cfg: DictConfig | Mapping[str, Any], *, command: str = "run") -> Ru
     data = _plain(cfg)
     data.pop("hydra", None)  # Hydra's own section, when composed with it
     rc = parse_section(RunConfig, data, "")
-    task = rc.build_task()
-    _check_checkpoint(rc, task)
+    _check_pretrained(rc, command)
+    task = None if rc.text_task else rc.build_task()
+    if task is not None and not rc.hub_policy:
+        _check_checkpoint(rc, task)
     for i, spec in enumerate(rc.methods):
         try:
             check_budgets(spec, list(rc.search_budgets))
@@ -681,11 +772,44 @@ def validate(cfg: DictConfig | Mapping[str, Any], *, command: str = "run") -> Ru
     _check_command(rc, command)
     if rc.reward.base is not None:
         policy_file(rc.reward.base, "reward.base")
-    _check_problem_space(rc, task)
+    if task is not None:
+        _check_problem_space(rc, task)
     for key in ("out_dir", "cache_dir", "save_to"):
         if getattr(rc, key) is not None:
             check_writable(key, getattr(rc, key))
     return rc
+
+
+def _check_pretrained(rc: RunConfig, command: str) -> None:
+    """Text tasks need a pretrained tokenizer; a pretrained policy is not trained and runs the
+    methods that need no learned verifier of ttc's own."""
+    if rc.text_task and not rc.hub_policy:
+        raise ConfigError(f"task={rc.task.name} is text: it needs a pretrained policy with a "
+                          "tokenizer (policy=hf policy.path=DIR_OR_GGUF)")
+    if not rc.hub_policy:
+        return
+    if not rc.text_task:
+        raise ConfigError(f"policy=hf is a pretrained model with its own tokenizer; "
+                          f"task={rc.task.name} is synthetic (char tokenizer): choose a text "
+                          "task (task=gsm8k|math|jsonl task.path=FILE)")
+    n = _count_records(rc.task.path)
+    if rc.eval.n_problems > n:
+        raise ConfigError(f"eval.n_problems={rc.eval.n_problems} is more than the {n} "
+                          f"records of task.path={rc.task.path!r}")
+    if command == "train":
+        raise ConfigError("policy=hf is a pretrained checkpoint: ttc-train has nothing to "
+                          "train (use ttc-run)")
+    learned = [f"methods[{i}]" for i, m in enumerate(rc.methods) if m.reward in ("prm", "orm")]
+    if learned:
+        raise ConfigError(f"{learned[0]} needs a learned reward model, which ttc does not yet "
+                          "train on a pretrained policy (policy=hf); use method=verifier_free "
+                          "or reward:oracle methods")
+
+
+def _count_records(path: str) -> int:
+    """Non-empty lines of a JSONL file."""
+    with open(Path(path).expanduser(), "rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ttc.checkpoint import LoadedModel
 from ttc.errors import ConfigError
-from ttc.tasks.base import Task
+from ttc.tasks.base import Task, describe_task
 from ttc.train import cache_key
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def run_tag(policy: LoadedModel, task: Task, cfg: EvalConfig,
             rewards: dict[str, RewardSource] | None = None) -> str:
     """The config hash ending every record key of an evaluation (policy, task, test problems,
     sampling, reward models): records of one configuration are those whose key ends with it."""
-    return config_tag(policy.meta.get("id", ""), dataclasses.asdict(task)
+    return config_tag(policy.meta.get("id", ""), describe_task(task)
                       if dataclasses.is_dataclass(task) else task.name,
                       cfg.n_problems, cfg.problem_seed, cfg.temperature, cfg.top_k, cfg.top_p,
                       {k: v.meta.get("id") for k, v in (rewards or {}).items()})

@@ -149,6 +149,16 @@ class Task(Protocol):
         ...
 
 
+def describe_task(task: Task) -> dict:
+    """A JSON-able description of ``task`` for records and config hashes: its
+    ``description()`` if it has one, else its dataclass fields, else its name."""
+    if callable(getattr(task, "description", None)):
+        return task.description()
+    if dataclasses.is_dataclass(task):
+        return dataclasses.asdict(task)
+    return {"name": task.name}
+
+
 def answer_is_valid(answers: Int[Array, ...]) -> Bool[Array, ...]:
     return answers != INVALID_ANSWER
 
@@ -250,5 +260,5 @@ def pad_to(rows: list[list[int]], width: int, pad: int = 0) -> np.ndarray:
 
 __all__ = [
     "INVALID_ANSWER", "Drawn", "ProblemSet", "Task", "Tokenizer", "UniqueSolutionTask",
-    "answer_is_valid", "draw_problems", "pad_to",
+    "answer_is_valid", "describe_task", "draw_problems", "pad_to",
 ]

@@ -250,6 +250,16 @@ class TextTask:
             if value is not None and value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")
 
+    def description(self) -> dict[str, Any]:
+        """The task's settings as JSON (records, config hashes): every field but the tokenizer
+        and the interner, plus the tokenizer's name and the test file's size."""
+        skip = {"tokenizer", "interner", "_state"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in skip}
+        out["tokenizer"] = str(getattr(self.tokenizer.hf, "name_or_path", "") or "")
+        out["n_test"] = len(self._state["test"])
+        return out
+
     # ---- sizes -----------------------------------------------------------------------------
     @property
     def max_solution_len(self) -> int:

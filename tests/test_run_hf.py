@@ -1,0 +1,102 @@
+"""The main job on a pretrained checkpoint: ``policy=hf`` + a text task, end to end, on a tiny
+random Hugging Face Llama saved with ``save_pretrained`` (with a real BPE tokenizer and chat
+template), and the configuration mistakes of that path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+from hydra import compose, initialize_config_dir
+from test_text_tasks import _bpe, _lines
+
+from ttc.cli.common import CONF_DIR
+from ttc.cli.run import run
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A 2-layer GQA Llama with random weights and a BPE tokenizer trained on GSM8K text."""
+    texts = [json.loads(x)["question"] for x in _lines("train.jsonl", 200)]
+    tok = _bpe(texts)
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=tok.pad_token_id)
+    model = transformers.LlamaForCausalLM(cfg).float()
+    path = tmp_path_factory.mktemp("hf") / "tiny-llama"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def test_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "gsm8k-test.jsonl"
+    path.write_text("\n".join(_lines("test.jsonl", 6)) + "\n")
+    return path
+
+
+def _cfg(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose("config", overrides=[f"out_dir={tmp_path}/run",
+                                            f"cache_dir={tmp_path}/ckpt", "progress=false",
+                                            *overrides])
+
+
+def test_pretrained_policy_on_a_text_task(tmp_path, hf_dir, test_file, capsys):
+    args = ["policy=hf", f"policy.path={hf_dir}", "task=gsm8k", f"task.path={test_file}",
+            "task.max_new_tokens=24", "method=verifier_free", "eval.n_problems=4",
+            "budgets=[1,2]", "methods=[{name:single},{name:majority},{name:bon_loglik},"
+            "{name:coverage},{name:particle,label:pf_oracle,reward:oracle}]",
+            "search_budgets=[2]"]
+    out = run(_cfg(tmp_path, *args))
+    recs = out.records
+    assert {r["method"] for r in recs} == {"single", "majority", "bon_loglik", "coverage",
+                                           "pf_oracle"}
+    for r in recs:
+        assert 0 <= r["accuracy"] <= 1 and r["flops_useful"] > 0 and r["tokens"] > 0
+        assert r["config"]["task"]["name"] == "gsm8k"
+    assert out.policy.cfg.family == "llama"
+    assert not list((tmp_path / "ckpt").glob("policy-*"))   # nothing was trained
+    assert (tmp_path / "run" / "pareto.png").stat().st_size > 1000
+    capsys.readouterr()
+    run(_cfg(tmp_path, *args))   # resumes
+    assert "0 new record(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["policy=hf", "policy.path={tmp}/nope", "task=gsm8k", "task.path={data}"], "policy.path"),
+    (["policy=hf", "policy.path={data}", "task=gsm8k", "task.path={data}"], "policy.path"),
+    (["policy=hf", "policy.path={hf}", "policy.dtype=float16", "task=gsm8k",
+      "task.path={data}"], "policy.dtype"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k"], "task.path"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={tmp}/missing.jsonl"],
+     "task.path"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}", "task.k_shot=2"],
+     "task.k_shot"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}",
+      "+task.answer_format=boxed"], "task.answer_format"),
+    (["policy=hf", "policy.path={hf}", "task=jsonl", "task.path={data}",
+      "task.answer_format=latex"], "task.answer_format"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}",
+      "eval.n_problems=7"], "eval.n_problems"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}", "eval.n_problems=4"],
+     "methods[4]"),
+    (["policy=hf", "policy.path={hf}"], "task=arithmetic"),
+    (["task=gsm8k", "task.path={data}"], "task=gsm8k"),
+])
+def test_pretrained_mistakes_exit_2_naming_the_key(tmp_path, hf_dir, test_file, capsys,
+                                                   overrides, key):
+    subs = {"{tmp}": str(tmp_path), "{hf}": str(hf_dir), "{data}": str(test_file)}
+    for a, b in subs.items():
+        overrides = [o.replace(a, b) for o in overrides]
+    with pytest.raises(SystemExit) as e:
+        run(_cfg(tmp_path, *overrides))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert key in err, err
+    assert not (tmp_path / "run").exists()
