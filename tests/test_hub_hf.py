@@ -17,6 +17,7 @@ import torch
 import transformers as T
 from flax import nnx
 from safetensors.numpy import load_file, save_file
+from test_llama import forward, hf_logits
 
 from ttc.hub import config_from_hf, config_to_hf, load_hf, load_hf_tensors, save_hf
 from ttc.hub.hf import read_safetensors
@@ -58,14 +59,6 @@ def make_hf(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
     return model
 
 
-def hf_logits(model: torch.nn.Module, tokens: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor(tokens)).logits.float().numpy()
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef",), compiler_options=FAST_COMPILE)
-def forward(graphdef, params, tokens):
-    return nnx.merge(graphdef, params)(tokens)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), compiler_options=FAST_COMPILE)

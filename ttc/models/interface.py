@@ -68,6 +68,23 @@ def ledger_flops_per_token(
     return 2.0 * matmul_params + 4.0 * n_layers * d_attn * context
 
 
+def default_positions(
+    tokens: Int[Array, "B S"],
+    positions: Int[Array, "B S"] | None,
+    cache: Cache | None,
+    write_pos: Int[Array, " B"] | None,
+) -> tuple[Int[Array, "B S"], Int[Array, " B"] | None]:
+    """The defaults of a :class:`Policy` call: ``write_pos`` 0 with a cache, ``positions``
+    ``write_pos + arange(S)`` (``arange(S)`` without a cache). Returns both."""
+    b, s = tokens.shape
+    if cache is not None and write_pos is None:
+        write_pos = jnp.zeros((b,), jnp.int32)
+    if positions is None:
+        base = write_pos[:, None] if write_pos is not None else 0
+        positions = jnp.broadcast_to(base + jnp.arange(s, dtype=jnp.int32)[None, :], (b, s))
+    return positions, write_pos
+
+
 @runtime_checkable
 class PolicyConfig(Protocol):
     """A model family's config: frozen and hashable (a static jit argument; its

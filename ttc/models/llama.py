@@ -46,7 +46,7 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
-from ttc.models.interface import HEADS, Cache, LayerCache
+from ttc.models.interface import HEADS, Cache, LayerCache, default_positions
 from ttc.models.reward import N_FEATURES
 
 __all__ = ["ACTIVATIONS", "HF_FAMILIES", "LAYER_TYPES", "ROPE_TYPES", "Llama", "LlamaConfig",
@@ -466,12 +466,7 @@ class Llama(nnx.Module):
         Returns:
             ``[B, S, out_dim]`` float32 outputs and the updated cache (``None`` without one).
         """
-        b, s = tokens.shape
-        if cache is not None and write_pos is None:
-            write_pos = jnp.zeros((b,), jnp.int32)
-        if positions is None:
-            base = write_pos[:, None] if write_pos is not None else 0
-            positions = jnp.broadcast_to(base + jnp.arange(s, dtype=jnp.int32)[None, :], (b, s))
+        positions, write_pos = default_positions(tokens, positions, cache, write_pos)
         x = self.embed(tokens)
         if self.cfg.embed_scale:
             x = x * jnp.asarray(self.cfg.d_model ** 0.5, jnp.float32).astype(x.dtype)

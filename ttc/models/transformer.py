@@ -22,7 +22,13 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
-from ttc.models.interface import HEADS, Cache, LayerCache, ledger_flops_per_token
+from ttc.models.interface import (
+    HEADS,
+    Cache,
+    LayerCache,
+    default_positions,
+    ledger_flops_per_token,
+)
 from ttc.models.reward import N_FEATURES
 
 __all__ = ["HEADS", "Cache", "LayerCache", "Transformer", "TransformerConfig", "create",
@@ -188,13 +194,7 @@ class Transformer(nnx.Module):
         Returns:
             ``[B, S, out_dim]`` outputs and the updated cache (``None`` without one).
         """
-        b, s = tokens.shape
-        if cache is not None and write_pos is None:
-            write_pos = jnp.zeros((b,), jnp.int32)
-        if positions is None:
-            base = write_pos[:, None] if write_pos is not None else 0
-            positions = base + jnp.arange(s, dtype=jnp.int32)[None, :]
-            positions = jnp.broadcast_to(positions, (b, s))
+        positions, write_pos = default_positions(tokens, positions, cache, write_pos)
         x = self.embed(tokens) + self.pos[...][jnp.clip(positions, 0, self.cfg.max_len - 1)]
         new_cache = []
         for i, blk in enumerate(self.blocks):
