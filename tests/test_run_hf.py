@@ -100,3 +100,23 @@ def test_pretrained_mistakes_exit_2_naming_the_key(tmp_path, hf_dir, test_file, 
     assert e.value.code == 2 and "Traceback" not in err
     assert key in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_hub_load_save_round_trip(hf_dir, tmp_path):
+    """`ttc.hub.load` of an HF directory, then `ttc.hub.save`: transformers reads the copy to
+    the same logits and the same tokenizer; a wrong path is one clear error."""
+    import numpy as np
+
+    from ttc import hub
+
+    model = hub.load(hf_dir)
+    out = hub.save(model, tmp_path / "copy")
+    ids = model.tokenizer("Natalia sold clips to 48 of her friends.").input_ids
+    ref = transformers.AutoModelForCausalLM.from_pretrained(out).float().eval()
+    with torch.no_grad():
+        want = ref(torch.tensor([ids])).logits.numpy()
+    np.testing.assert_allclose(model.logits([ids]), want, atol=1e-4, rtol=0)
+    assert transformers.AutoTokenizer.from_pretrained(out)("Natalia").input_ids == \
+        model.tokenizer("Natalia").input_ids
+    with pytest.raises(ValueError, match="does not exist"):
+        hub.load(tmp_path / "nope")
