@@ -17,7 +17,7 @@ import torch
 import transformers as T
 from flax import nnx
 from safetensors.numpy import load_file, save_file
-from test_llama import forward, hf_logits
+from test_llama import _torch_float32_one_thread, forward, hf_logits  # noqa: F401 (autouse)
 
 from ttc.hub import config_from_hf, config_to_hf, load_hf, load_hf_tensors, save_hf
 from ttc.hub.hf import read_safetensors
@@ -72,18 +72,6 @@ def ttc_logits(model: nnx.Module, tokens: np.ndarray) -> np.ndarray:
 
 
 TOKENS = np.random.default_rng(1).integers(0, BASE["vocab_size"], (2, 24)).astype(np.int32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _torch_float32_one_thread():
-    """float32 references; one torch thread (its pool spins against XLA's on 2 shared cores:
-    HF's 32-token generate takes 0.1 s on one thread and 1-4 s on two here)."""
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float32)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
