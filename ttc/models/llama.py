@@ -466,6 +466,20 @@ class Llama(nnx.Module):
         Returns:
             ``[B, S, out_dim]`` float32 outputs and the updated cache (``None`` without one).
         """
+        h, new_cache = self.hidden(tokens, positions=positions, cache=cache, write_pos=write_pos)
+        return self._head(h), new_cache
+
+    def hidden(
+        self,
+        tokens: Int[Array, "B S"],
+        *,
+        positions: Int[Array, "B S"] | None = None,
+        cache: Cache | None = None,
+        write_pos: Int[Array, " B"] | None = None,
+    ) -> tuple[Float[Array, "B S D"], Cache | None]:
+        """The final-normed hidden states ``[B, S, d_model]`` (in ``dtype``) that the output
+        head reads, and the updated cache; arguments as in :meth:`__call__`. Reward heads that
+        are not part of this module (:mod:`ttc.hub.reward`) read these."""
         positions, write_pos = default_positions(tokens, positions, cache, write_pos)
         x = self.embed(tokens)
         if self.cfg.embed_scale:
@@ -474,7 +488,7 @@ class Llama(nnx.Module):
         for i, blk in enumerate(self.blocks):
             x, c = blk(x, positions, None if cache is None else cache[i], write_pos)
             new_cache.append(c)
-        return self._head(self.final_norm(x)), (None if cache is None else tuple(new_cache))
+        return self.final_norm(x), (None if cache is None else tuple(new_cache))
 
     def _logits(self, h: Float[Array, "B S D"]) -> Float[Array, "B S V"]:
         out = self.embed.attend(h) if self.cfg.tie_embeddings else self.head(h)
