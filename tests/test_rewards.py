@@ -94,3 +94,44 @@ def test_score_solutions_orm_reads_eos_only(small_task, trained_policy):
     assert np.all(np.asarray(mask).sum(1) == 1)
     with pytest.raises(ValueError):
         R.RewardSpec(kind="prm")
+
+
+@pytest.fixture(scope="module")
+def pool_of_12(small_task, trained_policy):
+    """12 test problems with 16 sampled solutions each."""
+    from ttc.decode import SamplingParams, generate_solutions
+
+    ps = small_task.problems(12, seed=3, split="test")
+    s = generate_solutions(trained_policy.graphdef, trained_policy.params, small_task,
+                           ps.prompts, ps.prompt_len, num_samples=16,
+                           sampling=SamplingParams.make(1.0), key=jax.random.key(1))
+    return ps, s
+
+
+@pytest.mark.parametrize("kind,head", [("prm", "scalar"), ("prm", "lm_value"), ("orm", "scalar")])
+def test_pool_scoring_equals_full_forward(small_task, trained_policy, pool_of_12, kind, head):
+    """score_pool (prompts once, length-sorted chunks of solution tokens only) gives the plain
+    full-forward scores of score_solutions, and executes at most 1/0.8 of its useful FLOPs."""
+    import dataclasses
+
+    from ttc import flops as F
+    from ttc.evaluate import RewardSource, score_pool
+
+    task = small_task
+    rm = LoadedModel.from_module(create(dataclasses.replace(trained_policy.cfg, head=head), 4))
+    spec = R.RewardSpec(kind=kind, graphdef=rm.graphdef, window=task.max_step_len)
+    ps, s = pool_of_12
+    p, n, t = s.tokens.shape
+    got = score_pool(RewardSource(spec=spec, params=rm.params, cfg=rm.cfg), task, s, ps, seed=0,
+                     chunk=32, devices=1)
+    ref, ref_mask = R.score_solutions(
+        spec, rm.params, task, jnp.asarray(s.tokens.reshape(-1, t)),
+        jnp.asarray(np.repeat(ps.prompt_len, n)), jnp.asarray(s.length.reshape(-1)),
+        jnp.asarray(np.repeat(ps.gold, n, axis=0)), jax.random.key(0))
+    np.testing.assert_array_equal(got.mask.reshape(p * n, -1), np.asarray(ref_mask))
+    assert got.mask.any()
+    np.testing.assert_allclose(got.steps.reshape(p * n, -1), np.asarray(ref), rtol=0, atol=1e-5)
+    useful = (F.prefill_useful(rm.cfg, ps.prompt_len).sum()
+              + F.decode_useful(rm.cfg, s.useful_tokens, s.useful_ctx).sum())
+    executed = got.prefill_executed.sum() + got.executed.sum()
+    assert useful / executed >= 0.8, useful / executed

@@ -22,7 +22,7 @@ from ttc.search.loop import SearchResult
 from ttc.tasks.base import ProblemSet
 
 if TYPE_CHECKING:
-    from ttc.evaluate.sources import RewardSource
+    from ttc.evaluate.sources import PoolScores, RewardSource
 
 
 def pool_ledger(cfg: PolicyConfig, samples: Samples, problems: ProblemSet, k: int) -> Ledger:
@@ -46,21 +46,23 @@ def pool_ledger(cfg: PolicyConfig, samples: Samples, problems: ProblemSet, k: in
     return led
 
 
-def pool_reward_ledger(led: Ledger, src: RewardSource, samples: Samples, problems: ProblemSet,
-                       k: int) -> None:
+def pool_reward_ledger(led: Ledger, src: RewardSource, scored: PoolScores,
+                       samples: Samples, problems: ProblemSet, k: int) -> None:
     """Adds to ``led`` the verifier's FLOPs of scoring a size-``k`` subset of the pool.
 
-    A learned verifier prefills each prompt once (useful only: it shares the policy's executed
-    prefill shape) and reads every sample whole: useful at each token's own context, executed
-    over the whole cache. The oracle verifier is free (a zero ``reward`` component).
+    A learned verifier runs each prompt once (``reward_prefill``) and each sample's own tokens
+    (``reward``): useful at each token's own context; executed as the scorer ran them
+    (``scored.executed``: each sample's share of its padded, length-sorted chunk,
+    :func:`ttc.evaluate.score_pool`), ``k`` times the pool's mean. The oracle verifier is free
+    (a zero ``reward`` component).
     """
     if src.cfg is None:
         led.add("reward", 0.0, 0.0)
         return
-    t = samples.cache_len
-    led.add("reward_prefill", F.prefill_useful(src.cfg, problems.prompt_len).mean(), 0.0)
+    led.add("reward_prefill", F.prefill_useful(src.cfg, problems.prompt_len).mean(),
+            scored.prefill_executed.mean())
     dec = F.decode_useful(src.cfg, samples.useful_tokens, samples.useful_ctx).mean()
-    led.add("reward", k * dec, k * t * src.cfg.flops_per_token(t))
+    led.add("reward", k * dec, k * scored.executed.mean())
 
 
 def search_ledger(policy_cfg: PolicyConfig, src: RewardSource, res: SearchResult,

@@ -13,7 +13,11 @@ Scores are probabilities in ``[0, 1]`` that the solution is (still) correct.
 
 Two ways to score:
 
-* :func:`score_solutions` — whole solutions at once (pool methods): one forward per row.
+* :func:`score_solutions` — whole solutions at once: one plain forward per row (the reference).
+* :func:`prefill_prompts` / :func:`score_suffixes` — the same scores with each prompt run once
+  per problem: its KV cache (and log-prob carry) is gathered to the problem's solutions, which
+  then run only their own tokens, ``width`` slots per row (pool methods,
+  :func:`ttc.evaluate.score_pool`).
 * :func:`init_state` / :func:`score_new_tokens` — incremental, with the reward model's own KV
   cache, so a search step only pays for the tokens generated since the last call. The new tokens
   are read in a fixed window of ``window`` slots starting at the row's reward-cache length.
@@ -132,10 +136,8 @@ def score_solutions(
 
     For an ORM only the final step (``EOS``) is scored; its mask has one entry per row.
     """
-    tok = task.tokenizer
-    k = task.max_steps + 1
-    stops = stop_rule(tok)
-    ends, mask = step_end_positions(tokens, prompt_len, length, stops, k)
+    stops = stop_rule(task.tokenizer)
+    ends, mask = step_end_positions(tokens, prompt_len, length, stops, task.max_steps + 1)
     if spec.kind == "oracle":
         return _clip(_oracle(task, tokens, prompt_len, ends, mask, gold, key, spec)), mask
     model = nnx.merge(spec.graphdef, params)
@@ -144,11 +146,76 @@ def score_solutions(
     logit, _ = score_logits(model, out, tokens, solution=pos >= prompt_len[:, None],
                             consumed=length)
     s = jnp.take_along_axis(jax.nn.sigmoid(logit), jnp.maximum(ends, 0), axis=1)
+    return _read_steps(spec, s, tokens, ends, mask, stops)
+
+
+def _read_steps(spec: RewardSpec, s, tokens, ends, mask, stops: StopRule):
+    """Clipped scores at the step ends and their mask; an ORM keeps only a final ``EOS``."""
     if spec.kind == "orm":
         last = jnp.sum(mask, axis=1) - 1
-        mask = mask & (jnp.arange(k)[None, :] == last[:, None])
+        mask = mask & (jnp.arange(mask.shape[1])[None, :] == last[:, None])
         mask = mask & stops.is_eos(jnp.take_along_axis(tokens, jnp.maximum(ends, 0), 1))
     return _clip(s) * mask, mask
+
+
+def prefill_prompts(
+    spec: RewardSpec, params: nnx.State, prompts: Int[Array, "P Lp"], prompt_len: Int[Array, " P"],
+    cache_len: int | None = None,
+) -> tuple[Cache, LogProbCarry | None]:
+    """The reward model's state after each prompt: ``(kv_cache, carry)``, one row per prompt.
+
+    The cache has ``cache_len`` slots (default: the padded prompt width ``Lp``); slots from
+    ``prompt_len`` on hold padding that the solution's tokens overwrite. ``carry`` is the
+    log-probability verifier's running state (:class:`LogProbCarry`; ``None`` for a scalar head).
+    """
+    model = nnx.merge(spec.graphdef, params)
+    p, lp = prompts.shape
+    kv = model.cfg.init_cache(p, lp if cache_len is None else cache_len)
+    out, kv = model(prompts, cache=kv, write_pos=jnp.zeros((p,), jnp.int32))
+    _, carry = score_logits(model, out, prompts, solution=jnp.zeros(prompts.shape, bool),
+                            consumed=prompt_len)
+    return kv, carry
+
+
+def score_suffixes(
+    spec: RewardSpec,
+    params: nnx.State,
+    task,
+    prefix: tuple[Cache, LogProbCarry | None],
+    row_prompt: Int[Array, " B"],
+    tokens: Int[Array, "B T"],
+    prompt_len: Int[Array, " B"],
+    length: Int[Array, " B"],
+    *,
+    width: int,
+) -> tuple[Float[Array, "B K"], Bool[Array, "B K"]]:
+    """:func:`score_solutions` of a learned verifier, each row running only its solution.
+
+    Args:
+        prefix: :func:`prefill_prompts` of the problems' prompts (``P`` rows, ``Lp`` slots).
+        row_prompt: ``[B]`` which prefix row each solution continues.
+        tokens, prompt_len, length: the solutions as in :func:`score_solutions`.
+        width: slots run per row, at least the longest solution (``length - prompt_len``); the
+            row's cache is the prefix's ``Lp`` slots plus ``width``.
+
+    Returns:
+        The step scores and mask of :func:`score_solutions` (equal up to float rounding).
+    """
+    kv, carry = jax.tree.map(lambda x: x[row_prompt], prefix)
+    kv = jax.tree.map(lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, width), (0, 0))), kv)
+    n_sol = length - prompt_len
+    j = jnp.arange(width)[None, :]
+    new = j < n_sol[:, None]
+    idx = jnp.clip(prompt_len[:, None] + j, 0, tokens.shape[1] - 1)
+    chunk = jnp.where(new, jnp.take_along_axis(tokens, idx, 1), 0)
+    model = nnx.merge(spec.graphdef, params)
+    out, _ = model(chunk, cache=kv, write_pos=prompt_len)
+    logit, _ = score_logits(model, out, chunk, solution=new, consumed=n_sol, carry=carry)
+    stops = stop_rule(task.tokenizer)
+    ends, mask = step_end_positions(tokens, prompt_len, length, stops, task.max_steps + 1)
+    rel = jnp.clip(ends - prompt_len[:, None], 0, width - 1)
+    s = jnp.take_along_axis(jax.nn.sigmoid(logit), rel, axis=1)
+    return _read_steps(spec, s, tokens, ends, mask, stops)
 
 
 def aggregate(
@@ -180,12 +247,8 @@ def init_state(spec: RewardSpec, params, prompts, prompt_len, *, num_samples: in
     rep = functools.partial(jnp.repeat, repeats=num_samples, axis=0)
     cache = None
     if spec.learned:
-        model = nnx.merge(spec.graphdef, params)
-        kv = model.cfg.init_cache(p, cache_len + spec.window)
-        out, kv = model(prompts, cache=kv, write_pos=jnp.zeros((p,), jnp.int32))
-        _, carry = score_logits(model, out, prompts, solution=jnp.zeros(prompts.shape, bool),
-                                consumed=prompt_len)
-        cache = jax.tree.map(rep, (kv, carry))
+        cache = jax.tree.map(rep, prefill_prompts(spec, params, prompts, prompt_len,
+                                                  cache_len + spec.window))
     return RewardState(cache=cache, length=rep(prompt_len.astype(jnp.int32)),
                        useful_tokens=jnp.zeros((b,), jnp.int32),
                        useful_ctx=jnp.zeros((b,), jnp.float32), calls=jnp.zeros((), jnp.int32))

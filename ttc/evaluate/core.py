@@ -179,7 +179,7 @@ def _evaluate_pool_cell(ev: _Eval, cell: Cell, pool: Pool, scores: ScoreMemo) ->
         w = scored.aggregated(str(m.value("aggregation")))
         per = pool_est.scored_correct(m.name, w, samples, problems, b, key=subset_key,
                                       subsets=ev.cfg.majority_subsets)
-        pool_reward_ledger(led, src, samples, problems, b)
+        pool_reward_ledger(led, src, scored, samples, problems, b)
         shared += scored.seconds
     wall = apportion(shared, b, ev.cfg.pool_size)
     return Outcome(per_problem=per, ledger=led, tokens=b * samples.useful_tokens.mean(),

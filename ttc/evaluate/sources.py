@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +67,33 @@ class Verifiers:
         return self.learned[m.reward].meta if m.reward in self.learned else {}
 
 
+WIDTH_STEP = 4
+"""A learned verifier's per-row width (solution slots run) is rounded up to a multiple of this,
+so that a pool's length-sorted chunks compile a few shapes."""
+
+LEARNED_CHUNK = 256
+"""Rows per chunk of a learned verifier's pool scoring: small chunks of length-sorted rows
+keep each chunk's width close to its rows' lengths (``scripts/bench.py --sections methods``
+reports the useful/executed ratio)."""
+
+
+class PoolScoring(NamedTuple):
+    """A verifier's scores of a pool and the FLOPs it executed for them.
+
+    Attributes:
+        steps: ``[P, N, K]`` step scores.
+        mask: ``[P, N, K]`` which of them are real steps.
+        executed: ``[P, N]`` executed FLOPs of scoring each solution (its share of its chunk's
+            padded rows and slots; zeros for the oracle).
+        prefill_executed: ``[P]`` executed FLOPs of running each problem's prompt once.
+    """
+
+    steps: np.ndarray
+    mask: np.ndarray
+    executed: np.ndarray
+    prefill_executed: np.ndarray
+
+
 @functools.partial(jax.jit, static_argnames=("spec", "task", "devices"))
 def _score_pool(params, tokens, prompt_len, length, gold, keys, *, spec, task, devices):
     """Scores one chunk of solutions per device (``keys``: ``[devices]``, one per chunk)."""
@@ -78,11 +106,41 @@ def _score_pool(params, tokens, prompt_len, length, gold, keys, *, spec, task, d
     return over_rows(local, devices, split=split)(params, tokens, prompt_len, length, gold, keys)
 
 
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _prefill_pool(params, prompts, prompt_len, *, spec):
+    TRACE_COUNTS["score_pool"] += 1
+    return R.prefill_prompts(spec, params, prompts, prompt_len)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "task", "devices", "width"))
+def _score_suffixes(params, prefix, row_prompt, tokens, prompt_len, length, *, spec, task,
+                    devices, width):
+    """Scores one chunk of solutions per device, each running only its own tokens."""
+    TRACE_COUNTS["score_pool"] += 1
+
+    def local(params, prefix, row_prompt, tokens, prompt_len, length):
+        return R.score_suffixes(spec, params, task, prefix, row_prompt, tokens, prompt_len,
+                                length, width=width)
+
+    split = {"row_prompt", "tokens", "prompt_len", "length"}
+    return over_rows(local, devices, split=split)(params, prefix, row_prompt, tokens,
+                                                  prompt_len, length)
+
+
 def score_pool(src: RewardSource, task: Task, samples: Samples, problems: ProblemSet, seed: int,
-               chunk: int = 2048, devices: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Step scores ``[P, N, K]`` and mask of every pooled solution (fixed-size chunks, each with
-    its own key; ``devices`` of them side by side, see :mod:`ttc.parallel`: the scores do not
-    depend on the device count)."""
+               chunk: int | None = None, devices: int | None = None) -> PoolScoring:
+    """Step scores ``[P, N, K]``, mask and executed FLOPs of every pooled solution.
+
+    Fixed-size chunks of rows, ``devices`` of them side by side (:mod:`ttc.parallel`: the scores
+    do not depend on the device count). A learned verifier runs each prompt once
+    (:func:`ttc.rewards.prefill_prompts`) and the solutions sorted by length, each chunk only
+    as wide as its longest solution (:func:`ttc.rewards.score_suffixes`); the oracle scores
+    whole rows, each chunk with its own key. ``chunk``: rows per chunk (default
+    :data:`LEARNED_CHUNK` for a learned verifier, 2048 for the oracle).
+    """
+    if src.spec.learned:
+        return _score_learned(src, task, samples, problems, chunk or LEARNED_CHUNK, devices)
+    chunk = chunk or 2048
     p, n, t = samples.tokens.shape
     tokens = samples.tokens.reshape(p * n, t)
     plen = np.repeat(problems.prompt_len, n)
@@ -107,7 +165,44 @@ def score_pool(src: RewardSource, task: Task, samples: Samples, problems: Proble
             outs.append(sc[j * chunk:j * chunk + keep])
             masks.append(mk[j * chunk:j * chunk + keep])
     k = outs[0].shape[1]
-    return np.concatenate(outs).reshape(p, n, k), np.concatenate(masks).reshape(p, n, k)
+    return PoolScoring(steps=np.concatenate(outs).reshape(p, n, k),
+                       mask=np.concatenate(masks).reshape(p, n, k),
+                       executed=np.zeros((p, n)), prefill_executed=np.zeros((p,)))
+
+
+def _score_learned(src: RewardSource, task: Task, samples: Samples, problems: ProblemSet,
+                   chunk: int, devices: int | None) -> PoolScoring:
+    """:func:`score_pool` of a learned verifier: prompts once, solutions sorted by length."""
+    p, n, t = samples.tokens.shape
+    tokens = samples.tokens.reshape(p * n, t)
+    plen = np.repeat(problems.prompt_len, n)
+    length = samples.length.reshape(-1)
+    row_prompt = np.repeat(np.arange(p), n)
+    lp = problems.prompts.shape[1]
+    prefix = _prefill_pool(src.params, jnp.asarray(problems.prompts),
+                           jnp.asarray(problems.prompt_len), spec=src.spec)
+    order = np.argsort(length - plen, kind="stable")
+    chunks = [order[i:i + chunk] for i in range(0, p * n, chunk)]
+    d = min(resolve_devices(devices), len(chunks))
+    rows = p * n
+    k = task.max_steps + 1
+    steps, mask = np.zeros((rows, k), np.float32), np.zeros((rows, k), bool)
+    executed = np.zeros(rows)
+    for group, padded in device_groups(chunks, d):
+        idx = np.concatenate([np.pad(c, (0, chunk - len(c)), mode="edge") for c in padded])
+        sol = int((length[idx] - plen[idx]).max())
+        width = max(WIDTH_STEP, -(-sol // WIDTH_STEP) * WIDTH_STEP)
+        sc, mk = _score_suffixes(src.params, prefix, jnp.asarray(row_prompt[idx]),
+                                 jnp.asarray(tokens[idx]), jnp.asarray(plen[idx]),
+                                 jnp.asarray(length[idx]), spec=src.spec, task=task,
+                                 devices=d, width=width)
+        real = np.concatenate(group)
+        steps[real], mask[real] = np.asarray(sc)[:len(real)], np.asarray(mk)[:len(real)]
+        # every padded row and slot of the call, shared by the group's real rows
+        executed[real] = d * chunk * width * src.cfg.flops_per_token(lp + width) / len(real)
+    pre = np.full((p,), lp * src.cfg.flops_per_token(lp))
+    return PoolScoring(steps=steps.reshape(p, n, k), mask=mask.reshape(p, n, k),
+                       executed=executed.reshape(p, n), prefill_executed=pre)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -118,11 +213,15 @@ class PoolScores:
         steps: ``[P, N, K]`` step scores.
         mask: ``[P, N, K]`` which of them are real steps.
         seconds: wall time the scoring took.
+        executed: ``[P, N]`` executed FLOPs of scoring each solution (:class:`PoolScoring`).
+        prefill_executed: ``[P]`` executed FLOPs of each problem's prompt.
     """
 
     steps: np.ndarray
     mask: np.ndarray
     seconds: float
+    executed: np.ndarray
+    prefill_executed: np.ndarray
 
     def aggregated(self, how: str) -> np.ndarray:
         """``[P, N]`` one score per solution (:func:`ttc.rewards.aggregate`)."""
@@ -143,6 +242,8 @@ class ScoreMemo:
         """The pool's scores by ``src`` (the verifier ``key``), scoring it the first time."""
         if key not in self._done:
             t0 = time.time()
-            steps, mask = score_pool(src, self.task, self.samples, self.problems, self.seed)
-            self._done[key] = PoolScores(steps=steps, mask=mask, seconds=time.time() - t0)
+            sc = score_pool(src, self.task, self.samples, self.problems, self.seed)
+            self._done[key] = PoolScores(steps=sc.steps, mask=sc.mask, seconds=time.time() - t0,
+                                         executed=sc.executed,
+                                         prefill_executed=sc.prefill_executed)
         return self._done[key]
