@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -68,6 +69,34 @@ def test_pretrained_policy_on_a_text_task(tmp_path, hf_dir, test_file, capsys):
     assert "0 new record(s)" in capsys.readouterr().out
 
 
+def test_learned_verifiers_on_a_pretrained_policy(tmp_path, hf_dir, test_file):
+    """The Monte-Carlo PRM/ORM recipe on a pretrained policy: labels from its train split
+    (validation on the problems after the training ones), reward models started from its
+    weights, then pool and search methods score with them; a rerun reuses the cached models."""
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(_lines("train.jsonl", 80)) + "\n")
+    args = ["policy=hf", f"policy.path={hf_dir}", "task=gsm8k", f"task.path={test_file}",
+            f"task.train_path={train}", "task.max_new_tokens=16", "task.max_steps=4",
+            "eval.n_problems=3", "budgets=[2]", "search_budgets=[2]",
+            "methods=[{name:bon,reward:prm},{name:bon,label:bon_orm,reward:orm},"
+            "{name:beam,reward:prm}]", "reward.labels.problems=8",
+            "reward.labels.samples_per_problem=2", "reward.labels.rollouts=2",
+            "reward.train.steps=4", "reward.train.eval_every=4"]
+    out = run(_cfg(tmp_path, *args))
+    assert {r["method"] for r in out.records} == {"bon", "bon_orm", "beam"}
+    for r in out.records:
+        c = r["flops_components"]
+        assert c["reward"]["useful"] > 0 and c["reward"]["executed"] >= c["reward"]["useful"]
+    assert set(out.rewards) == {"prm", "orm"}
+    for kind, src in out.rewards.items():
+        assert src.cfg.family == "llama" and src.cfg.head == "lm_value"
+        assert (tmp_path / "ckpt" / src.meta["id"]).is_dir(), kind
+    labels = list((tmp_path / "ckpt").glob("mc-labels-*.npz"))
+    assert len(labels) == 1
+    with np.load(labels[0]) as z:  # 8 training problems, then 64 validation ones
+        assert len(z["train_tokens"]) == 8 * 2 and len(z["val_tokens"]) == 64 * 2
+
+
 @pytest.mark.parametrize(("overrides", "key"), [
     (["policy=hf", "policy.path={tmp}/nope", "task=gsm8k", "task.path={data}"], "policy.path"),
     (["policy=hf", "policy.path={data}", "task=gsm8k", "task.path={data}"], "policy.path"),
@@ -86,6 +115,11 @@ def test_pretrained_policy_on_a_text_task(tmp_path, hf_dir, test_file, capsys):
       "eval.n_problems=7"], "eval.n_problems"),
     (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}", "eval.n_problems=4"],
      "methods[4]"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}",
+      "task.train_path={data}", "eval.n_problems=4", "method=bon"], "reward.labels.problems"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}",
+      "task.train_path={data}", "reward.labels.problems=1", "reward.base=small",
+      "eval.n_problems=4", "method=bon"], "reward.base"),
     (["policy=hf", "policy.path={hf}"], "task=arithmetic"),
     (["task=gsm8k", "task.path={data}"], "task=gsm8k"),
 ])

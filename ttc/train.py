@@ -216,10 +216,16 @@ def train_policy(
 
 
 def cache_key(*parts) -> str:
-    """A short stable hash of configs (dataclasses/dicts), naming cached checkpoints."""
-    blob = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
-                      sort_keys=True, default=str)
+    """A short stable hash of configs (dataclasses/dicts; a task with a ``description()``, such
+    as a text task, by that description), naming cached checkpoints."""
+    blob = json.dumps([_hashable(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def _hashable(part):
+    if callable(getattr(part, "description", None)):
+        return part.description()
+    return dataclasses.asdict(part) if dataclasses.is_dataclass(part) else part
 
 
 def policy_path(task: Task, model_cfg: PolicyConfig, cfg: TrainConfig, *,

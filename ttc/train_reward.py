@@ -93,9 +93,15 @@ def _exact_verdicts(task: Task, tokens, prompt_len, ends, mask, gold):
 
 
 def monte_carlo_labels(policy: LoadedModel, task: Task, cfg: LabelConfig, *, split: str = "train",
-                       seed_offset: int = 0, progress: bool = True) -> StepDataset:
-    """Samples solutions and labels every step by policy rollouts (see module docstring)."""
-    probs = task.problems(cfg.problems, seed=20_000 + cfg.seed + seed_offset, split=split)
+                       seed_offset: int = 0, skip: int = 0,
+                       progress: bool = True) -> StepDataset:
+    """Samples solutions and labels every step by policy rollouts (see module docstring).
+
+    ``skip``: leave out the first ``skip`` problems (a fixed-order task's validation labels
+    come after its training problems)."""
+    probs = task.problems(cfg.problems + skip, seed=20_000 + cfg.seed + seed_offset, split=split)
+    if skip:
+        probs = probs.take(np.arange(skip, skip + cfg.problems))
     key = jax.random.key(cfg.seed + seed_offset)
     k1, k2 = jax.random.split(key)
     sp = SamplingParams.make(1.0)
@@ -349,13 +355,18 @@ def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: Poli
 _VAL_OFFSET = 777  # seed offset of the validation labels
 
 
+def val_problems(cfg: LabelConfig) -> int:
+    """Problems of the validation labels (checkpoint selection) beside ``cfg.problems``."""
+    return max(64, cfg.problems // 4)
+
+
 def _labels(policy, task, label_cfg, path: Path, progress: bool):
     fields = [f.name for f in dataclasses.fields(StepDataset)]
     if path.exists():
         with np.load(path) as z:
             d = {k: z[k] for k in z.files}
         if "train_prompt_len" not in d:  # written before prompt_len was stored: re-derive it
-            val_cfg = dataclasses.replace(label_cfg, problems=max(64, label_cfg.problems // 4))
+            val_cfg = dataclasses.replace(label_cfg, problems=val_problems(label_cfg))
             for split, c, off in (("train", label_cfg, 0), ("val", val_cfg, _VAL_OFFSET)):
                 probs = task.problems(c.problems, seed=20_000 + c.seed + off, split="train")
                 d[f"{split}_prompt_len"] = np.repeat(probs.prompt_len, c.samples_per_problem)
@@ -363,8 +374,11 @@ def _labels(policy, task, label_cfg, path: Path, progress: bool):
                 StepDataset(**{f: d["val_" + f] for f in fields}))
     t0 = time.time()
     data = monte_carlo_labels(policy, task, label_cfg, progress=progress)
-    val_cfg = dataclasses.replace(label_cfg, problems=max(64, label_cfg.problems // 4))
-    val = monte_carlo_labels(policy, task, val_cfg, seed_offset=_VAL_OFFSET, progress=progress)
+    val_cfg = dataclasses.replace(label_cfg, problems=val_problems(label_cfg))
+    # a fixed benchmark's problems do not depend on the seed: validate on the next ones
+    skip = label_cfg.problems if getattr(task, "fixed_order", False) else 0
+    val = monte_carlo_labels(policy, task, val_cfg, seed_offset=_VAL_OFFSET, skip=skip,
+                             progress=progress)
     log.info("Monte-Carlo step labels: %d solutions in %.0fs", len(data.tokens), time.time() - t0)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")

@@ -48,7 +48,7 @@ from ttc.methods import MethodSpec, check_budgets, make_spec
 from ttc.tasks import TASKS, TEXT_TASKS, make_task, make_text_task
 from ttc.tasks.base import Task
 from ttc.train import TrainConfig
-from ttc.train_reward import LabelConfig
+from ttc.train_reward import LabelConfig, val_problems
 
 COMMANDS = ("run", "train", "reproduce")
 """The entry points: ``ttc-run``, ``ttc-train``, ``ttc-reproduce``."""
@@ -800,10 +800,24 @@ def _check_pretrained(rc: RunConfig, command: str) -> None:
         raise ConfigError("policy=hf is a pretrained checkpoint: ttc-train has nothing to "
                           "train (use ttc-run)")
     learned = [f"methods[{i}]" for i, m in enumerate(rc.methods) if m.reward in ("prm", "orm")]
+    if learned and rc.task.train_path is None:
+        raise ConfigError(f"{learned[0]} needs a learned reward model, trained on Monte-Carlo "
+                          "step labels of train problems: set task.train_path=FILE (e.g. "
+                          "GSM8K's train.jsonl), or use method=verifier_free or reward:oracle "
+                          "methods")
+    if learned and rc.reward.base is not None:
+        raise ConfigError(f"reward.base={rc.reward.base!r}: with policy=hf the verifier starts "
+                          "from the pretrained policy itself; set reward.base=null")
     if learned:
-        raise ConfigError(f"{learned[0]} needs a learned reward model, which ttc does not yet "
-                          "train on a pretrained policy (policy=hf); use method=verifier_free "
-                          "or reward:oracle methods")
+        need = rc.reward.labels.problems + val_problems(rc.reward.labels)
+        have = _count_records(rc.task.train_path) - rc.task.k_shot
+        if have < need:
+            raise ConfigError(f"reward.labels.problems={rc.reward.labels.problems}: the learned "
+                              f"verifier labels {need} train problems ({rc.reward.labels.problems}"
+                              f" for training, {need - rc.reward.labels.problems} for validation)"
+                              f" but task.train_path={rc.task.train_path!r} has {have}"
+                              + (f" after its {rc.task.k_shot} k-shot examples"
+                                 if rc.task.k_shot else "") + "; lower reward.labels.problems")
 
 
 def _count_records(path: str) -> int:

@@ -182,6 +182,7 @@ def _score_learned(src: RewardSource, task: Task, samples: Samples, problems: Pr
     prefix = _prefill_pool(src.params, jnp.asarray(problems.prompts),
                            jnp.asarray(problems.prompt_len), spec=src.spec)
     order = np.argsort(length - plen, kind="stable")
+    chunk = min(chunk, -(-p * n // 8) * 8)  # a small pool is one chunk, not mostly padding
     chunks = [order[i:i + chunk] for i in range(0, p * n, chunk)]
     d = min(resolve_devices(devices), len(chunks))
     rows = p * n

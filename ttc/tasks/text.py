@@ -48,7 +48,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -187,6 +187,9 @@ class TextTask:
     """
 
     tokenizer: Any
+    fixed_order: ClassVar[bool] = True
+    """``problems(n)`` is the first ``n`` records whatever the seed (a fixed benchmark)."""
+
     path: str
     name: str = "jsonl"
     question_field: str = "question"
