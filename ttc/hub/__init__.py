@@ -3,11 +3,14 @@
 :mod:`ttc.hub.hf` reads and writes Hugging Face directories (``config.json`` + safetensors);
 :mod:`ttc.hub.gguf` reads llama.cpp GGUF files as HF checkpoints; :mod:`ttc.hub.names` maps ttc
 parameter paths to HF tensor names, per family; :func:`load` gives a :class:`HubModel` (policy +
-tokenizer) from either kind of checkpoint and :func:`save` writes one back as an HF directory.
+tokenizer) from either kind of checkpoint and :func:`save` writes one back as an HF directory;
+:func:`load_reward` (:mod:`ttc.hub.reward`) loads an HF reward model (Math-Shepherd, RLHFlow,
+Qwen2.5-Math-PRM, sequence-classifier ORMs) as a :class:`HubReward` that scores text.
 """
 
 from ttc.hub.hf import config_from_hf, config_to_hf, load_hf, load_hf_tensors, save_hf
 from ttc.hub.model import HubModel, load
+from ttc.hub.reward import HubReward, load_reward
 
 
 def save(model, directory):
@@ -27,5 +30,5 @@ def save(model, directory):
     return out
 
 
-__all__ = ["HubModel", "config_from_hf", "config_to_hf", "load", "load_hf", "load_hf_tensors",
-           "save", "save_hf"]
+__all__ = ["HubModel", "HubReward", "config_from_hf", "config_to_hf", "load", "load_hf",
+           "load_hf_tensors", "load_reward", "save", "save_hf"]

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["GPT2_ZERO_BIASES", "IGNORED_SUFFIXES", "TABLES", "from_hf", "param_names",
-           "path_str", "to_hf"]
+__all__ = ["GPT2_ZERO_BIASES", "IGNORED_SUFFIXES", "REWARD_HEADS", "TABLES", "from_hf",
+           "param_names", "path_str", "to_hf"]
 
 Entry = tuple[str, bool]
 """``(HF tensor name, transpose)``."""
@@ -100,6 +100,18 @@ TABLES: dict[str, Mapping[str, Entry]] = {
     "gpt2": GPT2,
 }
 """Per HF family: ttc path template -> ``(HF name template, transpose)``."""
+
+REWARD_HEADS: dict[str, Mapping[str, Entry]] = {
+    # the good/bad token rows of the LM head (of the embedding when it is tied)
+    "lm_pair": {"w": ("lm_head.weight", True)},
+    # Qwen2ForProcessRewardModel: score = Sequential(Linear(D, D), ReLU, Linear(D, 2))
+    "process": {"w1": ("score.0.weight", True), "b1": ("score.0.bias", False),
+                "w2": ("score.2.weight", True), "b2": ("score.2.bias", False)},
+    # *ForSequenceClassification: score = Linear(D, num_labels, bias=False)
+    "classifier": {"w": ("score.weight", True)},
+}
+"""Reward heads held beside a Llama-family trunk (:mod:`ttc.hub.reward`): head kind -> head
+parameter -> ``(HF name, transpose)``; the trunk's own names are :data:`TABLES`' (``model.*``)."""
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 """Checkpoint tensors that are derived buffers, not parameters (old Llama checkpoints)."""
