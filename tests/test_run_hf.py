@@ -97,6 +97,60 @@ def test_learned_verifiers_on_a_pretrained_policy(tmp_path, hf_dir, test_file):
         assert len(z["train_tokens"]) == 8 * 2 and len(z["val_tokens"]) == 64 * 2
 
 
+@pytest.fixture(scope="module")
+def prm_dir(tmp_path_factory):
+    """A tiny random Qwen2.5-Math-PRM-style checkpoint (Qwen2 trunk + two-layer score head)
+    with its own tokenizer (not the policy's)."""
+    from test_hub_reward import QwenPRM, _tokenizer
+
+    tok = _tokenizer()
+    path = tmp_path_factory.mktemp("prm") / "tiny-qwen-prm"
+    QwenPRM(len(tok), seed=2).save(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_pretrained_reward_model_scores_pool_methods(tmp_path, hf_dir, test_file, prm_dir):
+    """reward=hf: a Hugging Face PRM scores the policy's decoded steps for best-of-N and
+    weighted majority; the scores are the PRM's own on those steps, its FLOPs are charged."""
+    from ttc.evaluate.sources import score_pool, solution_steps
+    from ttc.rewards import step_end_positions
+
+    args = ["policy=hf", f"policy.path={hf_dir}", "task=gsm8k", f"task.path={test_file}",
+            "task.max_new_tokens=24", "eval.n_problems=3", "budgets=[1,4]",
+            "methods=[{name:bon,reward:prm},{name:weighted_majority,reward:prm}]",
+            "reward=hf", f"reward.path={prm_dir}", "reward.format=qwen_prm"]
+    out = run(_cfg(tmp_path, *args))
+    assert {(r["method"], r["budget"]) for r in out.records} == {
+        (m, b) for m in ("bon", "weighted_majority") for b in (1, 4)}
+    for r in out.records:
+        c = r["flops_components"]["reward"]
+        assert c["executed"] >= c["useful"] > 0
+    src = out.rewards["prm"]
+    assert src.meta["format"] == "qwen_prm" and src.cfg.family == "qwen2"
+    pool = next((tmp_path / "run" / "pools").glob("*.npz"))
+    with np.load(pool) as z:
+        tokens, length = z["tokens"], z["length"]
+    ps = out.task.problems(3, split="test")
+    from ttc.decode import Samples
+
+    samples = Samples(**{k: v for k, v in np.load(pool).items()} | {"cache_len": int(
+        np.load(pool)["cache_len"])})
+    got = score_pool(src, out.task, samples, ps, seed=0)
+    from ttc.tasks.stops import stop_rule
+
+    i, j = 1, 2
+    ends, mask = step_end_positions(tokens[i:i + 1, j], ps.prompt_len[i:i + 1],
+                                    length[i:i + 1, j], stop_rule(out.task.tokenizer),
+                                    out.task.max_steps + 1)
+    steps = solution_steps(out.task, tokens[i, j], int(ps.prompt_len[i]),
+                           np.asarray(ends)[0][np.asarray(mask)[0]])
+    want = src.scorer.score([(ps.texts[i], [steps])])[0][0]
+    assert len(want) == got.mask[i, j].sum() > 0
+    np.testing.assert_allclose(got.steps[i, j][got.mask[i, j]],
+                               np.clip(want, 1e-3, 1 - 1e-3), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize(("overrides", "key"), [
     (["policy=hf", "policy.path={tmp}/nope", "task=gsm8k", "task.path={data}"], "policy.path"),
     (["policy=hf", "policy.path={data}", "task=gsm8k", "task.path={data}"], "policy.path"),
@@ -120,6 +174,20 @@ def test_learned_verifiers_on_a_pretrained_policy(tmp_path, hf_dir, test_file):
     (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}",
       "task.train_path={data}", "reward.labels.problems=1", "reward.base=small",
       "eval.n_problems=4", "method=bon"], "reward.base"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}", "method=bon",
+      "reward=hf", "reward.path={tmp}/nope", "reward.format=qwen_prm"], "reward.path"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}", "method=bon",
+      "reward=hf", "reward.path={hf}", "reward.format=shepherd"], "reward.format"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}", "reward=hf",
+      "eval.n_problems=4", "reward.path={hf}", "reward.format=orm",
+      "methods=[{name:bon,reward:prm}]"], "methods[0]"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}", "reward=hf",
+      "eval.n_problems=4", "reward.path={hf}", "reward.format=qwen_prm",
+      "methods=[{name:bon,reward:prm},{name:beam,reward:prm}]"], "methods[1]"),
+    (["reward=hf", "reward.path={hf}", "reward.format=qwen_prm"], "reward=hf"),
+    (["policy=hf", "policy.path={hf}", "task=gsm8k", "task.path={data}", "method=bon",
+      "eval.n_problems=4", "reward=hf", "reward.path={hf}", "reward.format=qwen_prm"],
+     "reward.path"),
     (["policy=hf", "policy.path={hf}"], "task=arithmetic"),
     (["task=gsm8k", "task.path={data}"], "task=gsm8k"),
 ])

@@ -59,6 +59,9 @@ def pool_reward_ledger(led: Ledger, src: RewardSource, scored: PoolScores,
     if src.cfg is None:
         led.add("reward", 0.0, 0.0)
         return
+    if scored.useful is not None:  # a text scorer counted its own tokens (prompt shares included)
+        led.add("reward", k * scored.useful.mean(), k * scored.executed.mean())
+        return
     led.add("reward_prefill", F.prefill_useful(src.cfg, problems.prompt_len).mean(),
             scored.prefill_executed.mean())
     dec = F.decode_useful(src.cfg, samples.useful_tokens, samples.useful_ctx).mean()

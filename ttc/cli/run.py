@@ -136,6 +136,25 @@ def reward_sources(cfg: DictConfig, methods, task, policy, rs: RewardSettings,
     return out
 
 
+def hub_reward_sources(rc: RunConfig, methods) -> dict[str, RewardSource]:
+    """``reward=hf``: the pretrained reward model (:func:`ttc.hub.load_reward`) as the source
+    of the methods' ``reward`` kind (``prm`` for PRM formats, ``orm`` for ``orm``)."""
+    from ttc import hub
+
+    r = rc.reward
+    if r.kind not in reward_kinds(methods):
+        return {}
+    try:
+        scorer = hub.load_reward(r.path, format=r.format, dtype=r.dtype)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"reward.path={r.path!r}: cannot load it as a {r.format} reward "
+                          f"model ({type(e).__name__}: {e})") from None
+    ident = f"hf-{Path(r.path).expanduser().resolve().name}-{r.format}-{r.dtype}"
+    spec = RewardSpec(kind=r.kind, graphdef=scorer.graphdef, window=1)
+    return {r.kind: RewardSource(spec=spec, params=None, cfg=scorer.cfg, scorer=scorer,
+                                 meta={"id": ident, "path": str(r.path), "format": r.format})}
+
+
 def write_outputs(records: list[dict], run_dir: Path) -> Path:
     write_frontier_csv(records, run_dir / "frontier.csv")
     plot = run_dir / "pareto.png"
@@ -191,17 +210,18 @@ def run(cfg: DictConfig) -> RunOutcome:
     rc = validate(cfg, command="run")
     t0 = time.time()
     setup_devices(cfg)
-    run_dir = Path(cfg.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     hub = load_pretrained(rc) if rc.hub_policy else None
     task = rc.build_task(None if hub is None else hub_tokenizer(hub))
+    methods = list(rc.methods)
+    hub_rewards = hub_reward_sources(rc, methods) if rc.hub_reward else None
+    run_dir = Path(cfg.out_dir)  # created once the pretrained models loaded
+    run_dir.mkdir(parents=True, exist_ok=True)
     if rc.compilation_cache:
         enable_compilation_cache(cfg.cache_dir)
-    methods = list(rc.methods)
     ecfg = rc.eval_config()
     pcfg = hub.cfg if hub is not None else policy_config(cfg, task)
     tcfg = rc.train.config()
-    rsettings = reward_settings(rc)
+    rsettings = None if rc.hub_reward else reward_settings(rc)
     mirror = None
     if rc.logger.name == "wandb":
         from ttc.tracking import WandbMirror
@@ -216,7 +236,8 @@ def run(cfg: DictConfig) -> RunOutcome:
         policy, trunk = train_models(cfg, task, methods, pcfg, tcfg, rsettings)
     run_config = {"task": describe_task(task), "policy": dataclasses.asdict(pcfg),
                   "policy_id": policy.meta.get("id")}
-    rewards = reward_sources(cfg, methods, task, policy, rsettings, trunk)
+    rewards = (hub_rewards if hub_rewards is not None
+               else reward_sources(cfg, methods, task, policy, rsettings, trunk))
     new = evaluate(policy, task, methods, ecfg, store, run_dir=run_dir, rewards=rewards,
                    run_config=run_config, progress=cfg.progress)
     outcome = RunOutcome(store=store, tag=run_tag(policy, task, ecfg, rewards), task=task,

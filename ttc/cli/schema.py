@@ -44,6 +44,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ttc import checkpoint
 from ttc.errors import ConfigError
 from ttc.evaluate import EvalConfig
+from ttc.hub.reward import FORMATS
 from ttc.methods import MethodSpec, check_budgets, make_spec
 from ttc.tasks import TASKS, TEXT_TASKS, make_task, make_text_task
 from ttc.tasks.base import Task
@@ -54,6 +55,8 @@ COMMANDS = ("run", "train", "reproduce")
 """The entry points: ``ttc-run``, ``ttc-train``, ``ttc-reproduce``."""
 
 REWARD_HEADS = ("lm_value", "scalar")
+REWARD_FORMATS = tuple(f.name for f in FORMATS)
+"""``reward=hf`` formats (:data:`ttc.hub.reward.FORMATS`)."""
 WANDB_MODES = ("offline", "online", "disabled")
 SPACE_CAP = 10**18
 """Problem counts of the task sections' ``space()`` stop here (more than any job draws)."""
@@ -515,8 +518,9 @@ class LabelsSection:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RewardSection:
-    """``reward``: the PRM/ORM head, its trunk LM, labelling and training."""
+    """``reward=learned``: the PRM/ORM head, its trunk LM, labelling and training."""
 
+    name: str = _field(default="learned", choices=("learned",))
     head: str = _field(default="scalar", choices=REWARD_HEADS)
     init_from_policy: bool
     base: str | None = _field(default=None, nonempty=True)
@@ -528,6 +532,30 @@ class RewardSection:
         if self.head == "lm_value" and not self.init_from_policy:
             raise ConfigError(f"{path}.head=lm_value reads a trained LM's log-probabilities: it "
                               f"needs {path}.init_from_policy=true, got false")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HubRewardSection:
+    """``reward=hf``: a pretrained Hugging Face PRM/ORM (:func:`ttc.hub.load_reward`) that
+    scores decoded text: it serves pool methods; PRM formats serve ``reward: prm`` methods,
+    ``orm`` serves ``reward: orm`` ones."""
+
+    name: str = _field(choices=("hf",))
+    path: str = _field(nonempty=True)
+    format: str = _field(choices=REWARD_FORMATS)
+    dtype: str = _field(default="float32", choices=("float32", "bfloat16"))
+
+    @property
+    def kind(self) -> str:
+        """The methods' ``reward`` this model serves: ``orm`` or ``prm``."""
+        return "orm" if self.format == "orm" else "prm"
+
+    def check(self, path: str) -> None:
+        p = Path(self.path).expanduser()
+        if not (p.is_dir() and (p / "config.json").is_file()):
+            what = "does not exist" if not p.exists() else "is not a directory with config.json"
+            raise ConfigError(f"{path}.path={self.path!r} {what}: give a Hugging Face reward "
+                              "model directory (config.json + safetensors + tokenizer)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -669,6 +697,11 @@ def _policy(value: Any, key: str) -> Any:
 _logger = _in_group(LOGGER_SECTIONS, "logger")
 
 
+def _reward(value: Any, key: str) -> Any:
+    hub = isinstance(value, Mapping) and value.get("name") == "hf"
+    return _in_group(HubRewardSection if hub else RewardSection, "reward")(value, key)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """The whole validated configuration of ``ttc-run``, ``ttc-train`` and ``ttc-reproduce``.
@@ -705,7 +738,7 @@ class RunConfig:
     seeds: tuple[int, ...] = _field(ge=0, nonempty=True, unique=True)
     eval: EvalSection
     train: TrainSection
-    reward: RewardSection
+    reward: RewardSection | HubRewardSection = dataclasses.field(metadata=_rule(parse=_reward))
     task: ArithmeticSection | GraphSection | TextTaskSection | Task = dataclasses.field(
         metadata=_rule(parse=_task))
     policy: PolicySection | HubPolicySection = dataclasses.field(metadata=_rule(parse=_policy))
@@ -718,6 +751,11 @@ class RunConfig:
     def text_task(self) -> bool:
         """Whether :attr:`task` is a text benchmark (built with a pretrained tokenizer)."""
         return isinstance(self.task, TextTaskSection)
+
+    @property
+    def hub_reward(self) -> bool:
+        """``reward=hf``: a pretrained reward model, nothing trained for the verifiers."""
+        return isinstance(self.reward, HubRewardSection)
 
     @property
     def hub_policy(self) -> bool:
@@ -770,8 +808,9 @@ def validate(cfg: DictConfig | Mapping[str, Any], *, command: str = "run") -> Ru
         except ConfigError as e:
             raise ConfigError(f"methods[{i}]: {e}") from None
     _check_command(rc, command)
-    if rc.reward.base is not None:
+    if not rc.hub_reward and rc.reward.base is not None:
         policy_file(rc.reward.base, "reward.base")
+    _check_hub_reward(rc)
     if task is not None:
         _check_problem_space(rc, task)
     for key in ("out_dir", "cache_dir", "save_to"):
@@ -800,6 +839,8 @@ def _check_pretrained(rc: RunConfig, command: str) -> None:
         raise ConfigError("policy=hf is a pretrained checkpoint: ttc-train has nothing to "
                           "train (use ttc-run)")
     learned = [f"methods[{i}]" for i, m in enumerate(rc.methods) if m.reward in ("prm", "orm")]
+    if rc.hub_reward:
+        return
     if learned and rc.task.train_path is None:
         raise ConfigError(f"{learned[0]} needs a learned reward model, trained on Monte-Carlo "
                           "step labels of train problems: set task.train_path=FILE (e.g. "
@@ -818,6 +859,28 @@ def _check_pretrained(rc: RunConfig, command: str) -> None:
                               f" but task.train_path={rc.task.train_path!r} has {have}"
                               + (f" after its {rc.task.k_shot} k-shot examples"
                                  if rc.task.k_shot else "") + "; lower reward.labels.problems")
+
+
+def _check_hub_reward(rc: RunConfig) -> None:
+    """``reward=hf`` scores text: a text task, pool methods, the kind its format serves."""
+    if not rc.hub_reward:
+        return
+    if not rc.hub_policy:
+        raise ConfigError("reward=hf scores decoded text: it needs a pretrained policy and a text "
+                          "task (policy=hf policy.path=... task=gsm8k|math|jsonl task.path=...)")
+    kind = rc.reward.kind
+    for i, m in enumerate(rc.methods):
+        if m.reward not in ("prm", "orm"):
+            continue
+        if m.reward != kind:
+            raise ConfigError(f"methods[{i}] ({m.label}) asks for reward: {m.reward}, but "
+                              f"reward.format={rc.reward.format} is a{'n' if kind == 'orm' else ''}"
+                              f" {kind}; give that method reward: {kind}")
+        if m.kind != "pool":
+            raise ConfigError(f"methods[{i}] ({m.label}) is a step-level search, which scores "
+                              "inside the jitted loop; reward=hf scores text on the host and "
+                              "serves pool methods (bon, weighted_majority) only: use "
+                              "reward=learned or reward: oracle for search methods")
 
 
 def _count_records(path: str) -> int:

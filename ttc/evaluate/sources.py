@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,7 @@ from ttc.methods import MethodSpec
 from ttc.models.interface import PolicyConfig
 from ttc.parallel import device_groups, over_rows, resolve_devices
 from ttc.tasks.base import ProblemSet, Task
+from ttc.tasks.stops import stop_rule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,9 @@ class RewardSource:
     params: object
     cfg: PolicyConfig | None
     meta: dict = dataclasses.field(default_factory=dict)
+    scorer: Any = None
+    """A text scorer (:class:`ttc.hub.HubReward`, ``reward=hf``) that scores decoded solutions
+    on the host instead of ``spec``'s model; pool methods only."""
 
 
 VerifierKey = tuple[str, float, float]
@@ -92,6 +96,9 @@ class PoolScoring(NamedTuple):
     mask: np.ndarray
     executed: np.ndarray
     prefill_executed: np.ndarray
+    useful: np.ndarray | None = None
+    """``[P, N]`` useful FLOPs per solution when the scorer counts its own (``reward=hf``: its
+    tokens are not the policy's; each problem's prompt is shared among its solutions)."""
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "task", "devices"))
@@ -138,6 +145,8 @@ def score_pool(src: RewardSource, task: Task, samples: Samples, problems: Proble
     whole rows, each chunk with its own key. ``chunk``: rows per chunk (default
     :data:`LEARNED_CHUNK` for a learned verifier, 2048 for the oracle).
     """
+    if src.scorer is not None:
+        return _score_text(src.scorer, task, samples, problems)
     if src.spec.learned:
         return _score_learned(src, task, samples, problems, chunk or LEARNED_CHUNK, devices)
     chunk = chunk or 2048
@@ -206,6 +215,59 @@ def _score_learned(src: RewardSource, task: Task, samples: Samples, problems: Pr
                        executed=executed.reshape(p, n), prefill_executed=pre)
 
 
+def solution_steps(task: Task, tokens: np.ndarray, prompt_len: int,
+                   ends: np.ndarray) -> list[str]:
+    """The text of each step of one solution (its tokens up to each step end in ``ends``,
+    from :func:`ttc.rewards.step_end_positions`), without the delimiter or ``EOS``."""
+    tok = task.tokenizer
+    delim = getattr(tok, "step_delimiter", "\n\n")
+    out, start = [], prompt_len
+    for e in ends:
+        text = tok.decode(tokens[start:e + 1], skip_special_tokens=True)
+        out.append(text.replace(delim, " ").strip())
+        start = e + 1
+    return out
+
+
+def _score_text(scorer, task: Task, samples: Samples, problems: ProblemSet) -> PoolScoring:
+    """:func:`score_pool` by a text scorer (``reward=hf``): every solution decoded, split at the
+    policy's step ends, scored as ``(question, steps)``; an ORM's one score is its final
+    step's, kept only for finished solutions (as a learned ORM)."""
+    p, n, t = samples.tokens.shape
+    k = task.max_steps + 1
+    stops = stop_rule(task.tokenizer)
+    plen = np.repeat(problems.prompt_len, n)
+    ends, mask = R.step_end_positions(jnp.asarray(samples.tokens.reshape(p * n, t)),
+                                      jnp.asarray(plen), jnp.asarray(samples.length.reshape(-1)),
+                                      stops, k)
+    ends, mask = np.asarray(ends).reshape(p, n, k), np.asarray(mask).reshape(p, n, k)
+    queries = [(problems.texts[i],
+                [solution_steps(task, samples.tokens[i, j], int(problems.prompt_len[i]),
+                                ends[i, j][mask[i, j]])
+                 for j in range(n)]) for i in range(p)]
+    before = (scorer.flops.useful, scorer.flops.executed)
+    scores = scorer.score(queries)
+    steps = np.zeros((p, n, k), np.float32)
+    orm = scorer.format.name == "orm"
+    for i in range(p):
+        for j in range(n):
+            sc, m = np.asarray(scores[i][j], np.float32), int(mask[i, j].sum())
+            if orm and m:
+                last = int(ends[i, j, m - 1])
+                finished = bool(stops.is_eos(jnp.asarray(samples.tokens[i, j, last])))
+                mask[i, j] = False
+                mask[i, j, m - 1] = finished
+                steps[i, j, m - 1] = sc[0] if finished else 0.0
+            else:
+                steps[i, j, :len(sc)] = sc
+    steps = np.clip(steps, R.EPS, 1 - R.EPS) * mask
+    per = 1.0 / (p * n)
+    return PoolScoring(steps=steps, mask=mask,
+                       executed=np.full((p, n), (scorer.flops.executed - before[1]) * per),
+                       prefill_executed=np.zeros((p,)),
+                       useful=np.full((p, n), (scorer.flops.useful - before[0]) * per))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PoolScores:
     """One verifier's step scores of every pooled solution.
@@ -223,6 +285,7 @@ class PoolScores:
     seconds: float
     executed: np.ndarray
     prefill_executed: np.ndarray
+    useful: np.ndarray | None = None
 
     def aggregated(self, how: str) -> np.ndarray:
         """``[P, N]`` one score per solution (:func:`ttc.rewards.aggregate`)."""
@@ -246,5 +309,6 @@ class ScoreMemo:
             sc = score_pool(src, self.task, self.samples, self.problems, self.seed)
             self._done[key] = PoolScores(steps=sc.steps, mask=sc.mask, seconds=time.time() - t0,
                                          executed=sc.executed,
-                                         prefill_executed=sc.prefill_executed)
+                                         prefill_executed=sc.prefill_executed,
+                                         useful=sc.useful)
         return self._done[key]
