@@ -39,10 +39,15 @@ def _prm(policy_cfg, seed=3):
     return LoadedModel.from_module(create(dataclasses.replace(policy_cfg, head="scalar"), seed))
 
 
-def test_incremental_prm_equals_full_forward(small_task, trained_policy):
+@pytest.mark.parametrize("fused", [True, False], ids=["per_token", "window"])
+def test_incremental_prm_equals_full_forward(small_task, trained_policy, fused):
+    """In-search scoring, token by token inside the decode loop or a window per step, gives the
+    full forward's score at every step end."""
     task = small_task
     prm = _prm(trained_policy.cfg)
-    spec = R.RewardSpec(kind="prm", graphdef=prm.graphdef, window=task.max_step_len)
+    spec = R.RewardSpec(kind="prm", graphdef=prm.graphdef, window=task.max_step_len,
+                        fused=fused)
+    assert spec.per_token == fused and spec.slots == (1 if fused else task.max_step_len)
     ps = task.problems(6, seed=0, split="test")
     s, seen = run_search_steps(trained_policy, spec, prm.params, task, ps, 4, jax.random.key(0),
                                task.max_steps + 1)

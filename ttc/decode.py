@@ -21,6 +21,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -187,7 +189,29 @@ def decode(
     max_steps: int | None = None,
 ) -> DecodeState:
     """Decodes until every row has ended a step (``one_step``) or its solution (or is done / out
-    of slots).
+    of slots): :func:`decode_with` without a side computation."""
+    return decode_with(graphdef, params, state, sp, None, None, stops=stops, one_step=one_step,
+                       pad_id=pad_id, max_steps=max_steps)[0]
+
+
+def decode_with(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    state: DecodeState,
+    sp: SamplingParams,
+    side: Any,
+    on_token: Callable[[Any, Array, Array, Array], Any] | None,
+    *,
+    stops: StopRule,
+    one_step: bool = True,
+    pad_id: int = 0,
+    max_steps: int | None = None,
+) -> tuple[DecodeState, Any]:
+    """Decodes until every row has ended a step (``one_step``) or its solution (or is done / out
+    of slots), and runs ``side = on_token(side, tok, pos, active)`` on every iteration's new
+    tokens ``[B]`` (written at slots ``pos`` ``[B]``; ``active`` ``[B]`` marks the rows that
+    advanced), e.g. a reward model consuming each token as it is sampled
+    (:func:`ttc.rewards.consume_token`).
 
     Traceable; wrap the caller in ``jax.jit``. A row is *done* after a solution end
     (``stops.is_eos``) or when its cache is full; a done row never advances again.
@@ -202,19 +226,22 @@ def decode(
         pad_id: written nowhere; fed to stopped rows.
         max_steps: optional cap on loop iterations of this call (default: free slots).
 
+        side: the side computation's state (a pytree; ``None`` without one).
+        on_token: its step function (``None``: none).
+
     Returns:
-        The advanced state.
+        The advanced state and side state.
     """
     b, t = state.tokens.shape
     rows = jnp.arange(b)
     cap = t if max_steps is None else max_steps
 
     def cond(carry):
-        _, stopped, it = carry
+        _, _, stopped, it = carry
         return jnp.any(~stopped) & (it < cap)
 
     def body(carry):
-        st, stopped, it = carry
+        st, side, stopped, it = carry
         key, sub = jax.random.split(st.key)
         active = ~stopped
         tok = jnp.where(active, select_tokens(sub, st.logits, sp), pad_id)
@@ -224,6 +251,8 @@ def decode(
         tokens = st.tokens.at[rows, pos].set(jnp.where(active, tok, st.tokens[rows, pos]))
         logprob = st.logprob.at[rows, pos].set(jnp.where(active, lp, st.logprob[rows, pos]))
         out, cache = _apply(graphdef, params, tok[:, None], pos, st.cache)
+        if on_token is not None:
+            side = on_token(side, tok, pos, active)
         logits = jnp.where(active[:, None], out[:, 0], st.logits)
         length = st.length + active.astype(jnp.int32)
         full = length >= t
@@ -245,11 +274,12 @@ def decode(
             executed_steps=st.executed_steps + 1,
             key=key,
         )
-        return new, stopped, it + 1
+        return new, side, stopped, it + 1
 
     stopped0 = state.done | (state.length >= t)
-    state, _, _ = jax.lax.while_loop(cond, body, (state, stopped0, jnp.zeros((), jnp.int32)))
-    return state
+    state, side, _, _ = jax.lax.while_loop(
+        cond, body, (state, side, stopped0, jnp.zeros((), jnp.int32)))
+    return state, side
 
 
 def prefill_buckets(prompt_width: int, max_buckets: int = 4) -> tuple[int, ...]:

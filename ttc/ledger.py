@@ -73,9 +73,9 @@ def search_ledger(policy_cfg: PolicyConfig, src: RewardSource, res: SearchResult
     """Per-problem mean FLOPs of one search run (:class:`ttc.search.loop.SearchResult`).
 
     Components: ``policy_prefill`` (once per problem), ``policy_decode`` (proposed steps),
-    ``reward_prefill`` and ``reward`` (a learned verifier's incremental scoring, each call reading
-    ``window`` slots past the policy cache) and ``lookahead`` (rollout decode and its scoring,
-    only when rollouts generated tokens).
+    ``reward_prefill`` and ``reward`` (a learned verifier's incremental scoring, each call
+    reading ``window`` slots per row: one per decode iteration when it scores token by token)
+    and ``lookahead`` (rollout decode and its scoring, only when rollouts generated tokens).
     """
     w = res.work.mean()
     led = Ledger()
@@ -89,7 +89,7 @@ def search_ledger(policy_cfg: PolicyConfig, src: RewardSource, res: SearchResult
     look_e = F.decode_executed(policy_cfg, w.look_steps, t)
     if src.cfg is not None:
         rc = src.cfg
-        tr = t + res.window
+        tr = res.reward_cache_len
         led.add("reward_prefill", F.prefill_useful(rc, problems.prompt_len).mean(),
                 F.prefill_executed(rc, lp_pad, tr))
         led.add("reward", F.decode_useful(rc, w.rew_tokens, w.rew_ctx),

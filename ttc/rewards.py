@@ -18,9 +18,12 @@ Two ways to score:
   per problem: its KV cache (and log-prob carry) is gathered to the problem's solutions, which
   then run only their own tokens, ``width`` slots per row (pool methods,
   :func:`ttc.evaluate.score_pool`).
-* :func:`init_state` / :func:`score_new_tokens` — incremental, with the reward model's own KV
-  cache, so a search step only pays for the tokens generated since the last call. The new tokens
-  are read in a fixed window of ``window`` slots starting at the row's reward-cache length.
+* :func:`init_state` / :func:`consume_token` / :func:`score_new_tokens` — incremental, with the
+  reward model's own KV cache, so a search step only pays for the tokens generated since the
+  last call. A learned model (``RewardSpec.fused``, the default) consumes each token inside the
+  policy's decode loop, one slot per row per iteration (:func:`ttc.decode.decode_with`), so it
+  executes what the decode executes; unfused, the new tokens are read after the step in a fixed
+  window of ``window`` slots starting at the row's reward-cache length (the reference).
 
 Step-score aggregation (:func:`aggregate`): ``last | min | prod | mean`` over a solution's steps.
 """
@@ -51,9 +54,12 @@ class RewardSpec:
     Attributes:
         kind: ``prm`` | ``orm`` | ``oracle``.
         graphdef: the reward model's graphdef (learned kinds); its params are passed separately.
-        window: slots read per incremental scoring call (>= the longest step in tokens).
+        window: slots read per incremental scoring call (>= the longest step in tokens) when
+            not ``fused``.
         flip: oracle only, probability of flipping a step verdict.
         noise: oracle only, std of Gaussian noise added to the verdict (then clipped to [0, 1]).
+        fused: a learned model consumes each token inside the policy's decode loop
+            (:func:`consume_token`) instead of a window per step.
     """
 
     kind: str
@@ -61,6 +67,7 @@ class RewardSpec:
     window: int = 8
     flip: float = 0.0
     noise: float = 0.0
+    fused: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,6 +81,20 @@ class RewardSpec:
     def learned(self) -> bool:
         return self.kind != "oracle"
 
+    @property
+    def per_token(self) -> bool:
+        """Scores token by token inside the decode loop (a learned, fused model)."""
+        return self.learned and self.fused
+
+    @property
+    def slots(self) -> int:
+        """Slots one scoring call reads per row (the FLOP ledger's executed work)."""
+        return 1 if self.per_token else self.window
+
+    def cache_len(self, policy_cache_len: int) -> int:
+        """The reward model's cache length beside a policy cache of ``policy_cache_len``."""
+        return policy_cache_len + (0 if self.per_token else self.window)
+
 
 @struct.dataclass
 class RewardState:
@@ -81,13 +102,15 @@ class RewardState:
 
     ``cache`` is the reward model's per-row state, ``(kv_cache, carry)``: its KV cache and, for a
     log-probability verifier, the running log-prob features (:class:`LogProbCarry`; ``None`` for a
-    scalar head). ``length`` is how many tokens of each row it has consumed. Both are empty for
-    the oracle. ``calls`` counts scoring calls (executed FLOPs) and
+    scalar head). ``length`` is how many tokens of each row have been scored, ``last_logit``
+    the score logit at the last token consumed (per-token scoring). Empty for the oracle.
+    ``calls`` counts batched scoring calls (executed FLOPs: ``slots`` per row each) and
     ``useful_tokens``/``useful_ctx`` the tokens scored (useful FLOPs), per slot.
     """
 
     cache: tuple[Cache, LogProbCarry | None] | None
     length: Int[Array, " B"]
+    last_logit: Float[Array, " B"]
     useful_tokens: Int[Array, " B"]
     useful_ctx: Float[Array, " B"]
     calls: Int[Array, ""]
@@ -248,16 +271,32 @@ def init_state(spec: RewardSpec, params, prompts, prompt_len, *, num_samples: in
     cache = None
     if spec.learned:
         cache = jax.tree.map(rep, prefill_prompts(spec, params, prompts, prompt_len,
-                                                  cache_len + spec.window))
+                                                  spec.cache_len(cache_len)))
     return RewardState(cache=cache, length=rep(prompt_len.astype(jnp.int32)),
+                       last_logit=jnp.zeros((b,), jnp.float32),
                        useful_tokens=jnp.zeros((b,), jnp.int32),
                        useful_ctx=jnp.zeros((b,), jnp.float32), calls=jnp.zeros((), jnp.int32))
+
+
+def consume_token(spec: RewardSpec, params, rs: RewardState, tok: Int[Array, " B"],
+                  pos: Int[Array, " B"], active: Bool[Array, " B"]) -> RewardState:
+    """Runs the reward model on one new token per row (``tok`` at slot ``pos``), inside the
+    policy's decode loop (:func:`ttc.decode.decode_with`); rows not ``active`` keep their
+    carry and ``last_logit`` (their write at ``pos`` lands past their length: never read)."""
+    model = nnx.merge(spec.graphdef, params)
+    kv, carry = rs.cache
+    out, kv = model(tok[:, None], cache=kv, write_pos=pos)
+    logit, carry = score_logits(model, out, tok[:, None], solution=active[:, None],
+                                consumed=active.astype(jnp.int32), carry=carry)
+    return rs.replace(cache=(kv, carry), calls=rs.calls + 1,
+                      last_logit=jnp.where(active, logit[:, 0], rs.last_logit))
 
 
 def score_new_tokens(
     spec: RewardSpec, params, task, rs: RewardState, tokens, prompt_len, length, gold_rows, key
 ) -> tuple[RewardState, Float[Array, " B"]]:
-    """Scores each row at its current last token, consuming the tokens since the last call.
+    """Scores each row at its current last token, consuming the tokens since the last call
+    (per-token scoring: they were consumed by :func:`consume_token` already).
 
     Returns the advanced state and scores ``[B]`` (meaningful for rows that advanced; the
     caller keeps the previous score of rows that did not).
@@ -265,7 +304,11 @@ def score_new_tokens(
     t = tokens.shape[1]
     n_new = length - rs.length
     j = jnp.arange(spec.window)[None, :]
-    if spec.learned:
+    calls = rs.calls + (0 if spec.per_token else 1)
+    cache = rs.cache
+    if spec.per_token:
+        score = jax.nn.sigmoid(rs.last_logit)
+    elif spec.learned:
         idx = jnp.clip(rs.length[:, None] + j, 0, t - 1)
         new = j < n_new[:, None]
         chunk = jnp.where(new, jnp.take_along_axis(tokens, idx, 1), 0)
@@ -276,15 +319,15 @@ def score_new_tokens(
         cache = (kv, carry)
         last = jnp.clip(n_new - 1, 0, spec.window - 1)
         score = jax.nn.sigmoid(jnp.take_along_axis(logit, last[:, None], 1)[:, 0])
-        if spec.kind == "orm":  # an ORM only judges finished solutions
-            fin = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
-            score = jnp.where(stop_rule(task.tokenizer).is_eos(fin), score, 0.5)
     else:
         cache = None
         ok = task.prefix_correct(tokens, prompt_len, length, gold_rows)
         score = _noisy(ok.astype(jnp.float32), key, spec)
+    if spec.kind == "orm":  # an ORM only judges finished solutions
+        fin = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
+        score = jnp.where(stop_rule(task.tokenizer).is_eos(fin), score, 0.5)
     ctx = (rs.length + 1) * n_new + n_new * (n_new - 1) // 2  # sum of contexts of new tokens
     rs = rs.replace(cache=cache, length=length,
                     useful_tokens=rs.useful_tokens + n_new,
-                    useful_ctx=rs.useful_ctx + ctx.astype(jnp.float32), calls=rs.calls + 1)
+                    useful_ctx=rs.useful_ctx + ctx.astype(jnp.float32), calls=calls)
     return rs, _clip(score)

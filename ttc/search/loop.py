@@ -44,7 +44,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ttc import registry as REG
 from ttc import rewards as R
-from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode, prefill
+from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode_with, prefill
 from ttc.parallel import device_groups, over_rows, resolve_devices
 from ttc.search.aggregate import best_of_n, majority_vote
 from ttc.search.resampling import ess, resample
@@ -170,15 +170,13 @@ def final_weights(s: SearchState, how: str) -> Float[Array, " B"]:
 
 def _rollout_score(policy, reward, task, s: SearchState, k: int):
     """Greedy ``k``-step rollout from every row; the reward at its end (lookahead search)."""
-    graphdef, params, rparams, gold_rows = policy
-    tok = task.tokenizer
+    _, _, rparams, gold_rows = policy
     greedy = SamplingParams.make(0.0)
 
     def one(_, carry):
         dec, rew, score = carry
         before = dec.length
-        dec = decode(graphdef, params, dec, greedy, stops=stop_rule(tok), pad_id=tok.PAD,
-                     max_steps=task.max_step_len)
+        dec, rew = _decode_step(policy, reward, task, dec, rew, greedy)
         rew, r = R.score_new_tokens(reward, rparams, task, rew, dec.tokens, dec.prompt_len,
                                     dec.length, gold_rows, dec.key)
         return dec, rew, jnp.where(dec.length > before, r, score)
@@ -195,14 +193,23 @@ def _rollout_score(policy, reward, task, s: SearchState, k: int):
     return s, score
 
 
+def _decode_step(policy, reward, task, dec: DecodeState, rew: R.RewardState, sp):
+    """One step of every unfinished row; a per-token reward model consumes each token as it
+    is sampled (:func:`ttc.rewards.consume_token`)."""
+    graphdef, params, rparams, _ = policy
+    tok = task.tokenizer
+    hook = functools.partial(R.consume_token, reward, rparams) if reward.per_token else None
+    return decode_with(graphdef, params, dec, sp, rew, hook, stops=stop_rule(tok),
+                       pad_id=tok.PAD, max_steps=task.max_step_len)
+
+
 def propose_and_score(policy, reward, task, cfg: SearchConfig, s: SearchState, sp) -> SearchState:
     """One reasoning step for every unfinished row, then its score (updates aggregates)."""
-    graphdef, params, rparams, gold_rows = policy
+    _, _, rparams, gold_rows = policy
     tok = task.tokenizer
     before = s.dec.length
     stops = stop_rule(tok)
-    dec = decode(graphdef, params, s.dec, sp, stops=stops, pad_id=tok.PAD,
-                 max_steps=task.max_step_len)
+    dec, rew = _decode_step(policy, reward, task, s.dec, s.rew, sp)
     advanced = dec.length > before
     at = lambda i: jnp.take_along_axis(dec.tokens, jnp.maximum(i, 0)[:, None], 1)[:, 0]  # noqa: E731
     last = dec.length - 1
@@ -211,7 +218,7 @@ def propose_and_score(policy, reward, task, cfg: SearchConfig, s: SearchState, s
     dec = dec.replace(done=dec.done | malformed)
     key, sub = jax.random.split(dec.key)
     dec = dec.replace(key=key)
-    rew, r = R.score_new_tokens(reward, rparams, task, s.rew, dec.tokens, dec.prompt_len,
+    rew, r = R.score_new_tokens(reward, rparams, task, rew, dec.tokens, dec.prompt_len,
                                 dec.length, gold_rows, sub)
     s = s.replace(dec=dec, rew=rew)
     if cfg.method == "lookahead" and cfg.lookahead > 0:
@@ -500,7 +507,8 @@ class SearchResult:
         valid: ``[P, N]`` rows that count in the final pick.
         work: per-problem work counters (:class:`SearchWork`).
         cache_len: slots of the policy's KV cache.
-        window: slots read per incremental reward-scoring call.
+        window: slots read per row by one reward-scoring call (1 for per-token scoring).
+        reward_cache_len: slots of the reward model's KV cache.
     """
 
     chosen: np.ndarray
@@ -510,6 +518,7 @@ class SearchResult:
     work: SearchWork
     cache_len: int
     window: int
+    reward_cache_len: int
 
 
 def run_search(
@@ -574,7 +583,8 @@ def run_search(
         out = jax.device_get(out)
         for j, ids in enumerate(group_ids):  # the repeats' executed work goes to the last chunk
             col.add(out, j, d, ids, repeats=d - j if j == len(group_ids) - 1 else 1)
-    return col.result(cache_len=cache_len, window=reward.window)
+    return col.result(cache_len=cache_len, window=reward.slots,
+                      reward_cache_len=reward.cache_len(cache_len))
 
 
 _PER_PROBLEM = ("chosen", "answers", "weights", "valid")
@@ -611,7 +621,8 @@ class _Collector:
             self.cat[name] = np.zeros((self.p, *rows.shape[1:]), rows.dtype)
         self.cat[name][ids] = rows
 
-    def result(self, *, cache_len: int, window: int) -> SearchResult:
+    def result(self, *, cache_len: int, window: int, reward_cache_len: int) -> SearchResult:
         work = SearchWork(**{k: self.cat[k] for k in SearchWork.names()})
         return SearchResult(work=work, cache_len=cache_len, window=window,
+                            reward_cache_len=reward_cache_len,
                             **{k: self.cat[k] for k in _PER_PROBLEM})
