@@ -498,12 +498,16 @@ def test_smollm2_greedy_generation_matches_transformers(smollm2_ttc, smollm2_hf)
     tok, n_new = smollm2_ttc.tokenizer, 64
     questions = _gsm8k_questions(5)
     ours = smollm2_ttc.generate(questions, max_new_tokens=n_new, chat=True)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    for q, text in zip(questions, ours, strict=True):
-        ids = torch.tensor([_chat_ids(tok, q)])
-        with torch.no_grad():
-            out = smollm2_hf.generate(ids, do_sample=False, max_new_tokens=n_new,
-                                      pad_token_id=tok.eos_token_id)
-        want = tok.decode([t for t in out[0, ids.shape[1]:].tolist()
-                           if t not in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>"))])
-        assert text == want, (q, text, want)
+    try:
+        for q, text in zip(questions, ours, strict=True):
+            ids = torch.tensor([_chat_ids(tok, q)])
+            with torch.no_grad():
+                out = smollm2_hf.generate(ids, do_sample=False, max_new_tokens=n_new,
+                                          pad_token_id=tok.eos_token_id)
+            end = (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>"))
+            want = tok.decode([t for t in out[0, ids.shape[1]:].tolist() if t not in end])
+            assert text == want, (q, text, want)
+    finally:
+        torch.set_num_threads(threads)

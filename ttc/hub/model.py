@@ -46,6 +46,11 @@ class HubModel:
         """The model's :class:`ttc.models.llama.LlamaConfig`."""
         return self.policy.cfg
 
+    @functools.cached_property
+    def stop_ids(self) -> tuple[int, ...]:
+        """The tokenizer's end-of-sequence and end-of-turn ids (where ``generate`` stops)."""
+        return _stop_ids(self.tokenizer)
+
     def logits(self, token_ids) -> np.ndarray:
         """Next-token logits ``[B, T, V]`` (float32) of a full causal forward over
         ``token_ids`` (``[B, T]`` or ``[T]`` ints; no padding is inferred)."""
@@ -82,7 +87,7 @@ class HubModel:
         padded = np.zeros((len(rows), lp), np.int32)
         for i, r in enumerate(rows):
             padded[i, : len(r)] = r
-        stops = StopRule(step_ids=(), eos_ids=_stop_ids(self.tokenizer))
+        stops = StopRule(step_ids=(), eos_ids=self.stop_ids)
         st = _generate(self.policy.graphdef, self.policy.params, jnp.asarray(padded),
                        jnp.asarray([len(r) for r in rows], jnp.int32), jax.random.key(seed),
                        SamplingParams.make(temperature, 0, top_p), stops=stops,
