@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from ttc.hub import gguf as hub_gguf
 from ttc.hub.gguf import read_gguf, unpermute_qk
+from ttc.hub.hf import config_from_hf
+from ttc.models.llama import rope_inv_freq
 
 # --- writing GGUF files as llama.cpp's converter does -------------------------------------------
 
@@ -115,7 +118,8 @@ def kquant_blocks(rng: np.random.Generator, rows: int, cols: int, qtype: Q) -> n
 
 
 def write_gguf(path: Path, case: Case, model: torch.nn.Module, *, drop: tuple[str, ...] = (),
-               arch: str | None = None) -> dict[str, np.ndarray]:
+               arch: str | None = None,
+               rope_factors: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Write `model` as llama.cpp would; returns HF name -> the values a reader must give back."""
     kw = case.hf_kwargs
     tied, n_layers = kw["tie_word_embeddings"], kw["num_hidden_layers"]
@@ -142,7 +146,8 @@ def write_gguf(path: Path, case: Case, model: torch.nn.Module, *, drop: tuple[st
         w.add_tensor(gguf_name, data, raw_dtype=qtype)
     if case.rope_freqs:
         half_head = kw["hidden_size"] // kw["num_attention_heads"] // 2
-        w.add_tensor("rope_freqs.weight", np.ones(half_head, np.float32))
+        w.add_tensor("rope_freqs.weight", np.ones(half_head, np.float32)
+                     if rope_factors is None else rope_factors.astype(np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -236,14 +241,52 @@ def test_config_and_every_tensor_round_trip(written):
     assert ckpt.unmapped == ()
 
 
-def test_rope_freqs_is_left_unmapped_with_a_warning(tmp_path):
+def _llama_cpp_rope_factors(dim: int, theta: float, factor: float, low: float, high: float,
+                            old: int) -> np.ndarray:
+    """`rope_freqs.weight` as llama.cpp's convert_hf_to_gguf.py writes it for a llama3
+    `rope_scaling` (its own loop, copied here as the reference)."""
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    out = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            out.append(1)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, np.float32)
+
+
+def test_rope_freqs_of_llama3_become_rope_scaling(tmp_path):
+    """A Llama 3 file's rope_freqs.weight becomes HF's llama3 rope_scaling, and the loaded model's
+    rotary frequencies equal transformers' for that scaling; all-ones factors mean none; other
+    factors are left unscaled with a warning."""
     case = dataclasses.replace(CASES["llama"], rope_freqs=True)
-    write_gguf(path := tmp_path / "llama3.gguf", case, make_hf_model(case))
-    with pytest.warns(UserWarning, match=r"llama3\.gguf has a rope_freqs\.weight"):
-        ckpt = read_gguf(path)
-    assert ckpt.unmapped == ("rope_freqs.weight",) and "rope_scaling" not in ckpt.config
-    assert "rope_freqs.weight" not in ckpt.tensors and len(ckpt.tensors) == len(
-        hf_tensors(make_hf_model(case), tied=False))
+    model = make_hf_model(case)
+    factors = _llama_cpp_rope_factors(16, ROPE_THETA, 8.0, 1.0, 4.0, 8192)
+    assert 1 < len(set(factors.tolist())) and factors.max() == 8.0  # a smooth band and a scaled one
+    write_gguf(path := tmp_path / "llama3.gguf", case, model, rope_factors=factors)
+    ckpt = read_gguf(path)
+    want = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    assert ckpt.config["rope_scaling"] == want
+    assert ckpt.unmapped == ("rope_freqs.weight",) and "rope_freqs.weight" not in ckpt.tensors
+    hf_cfg = transformers.LlamaConfig(
+        hidden_size=64, num_attention_heads=4, max_position_embeddings=16384,
+        rope_parameters={**want, "rope_theta": ckpt.config["rope_theta"]})
+    ref = transformers.models.llama.modeling_llama.LlamaRotaryEmbedding(hf_cfg).inv_freq.numpy()
+    ours = rope_inv_freq(config_from_hf(ckpt.config))
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=0)
+    assert not np.allclose(ours, rope_inv_freq(config_from_hf(
+        {k: v for k, v in ckpt.config.items() if k != "rope_scaling"})), rtol=1e-3)
+
+    write_gguf(ones := tmp_path / "ones.gguf", case, model)
+    assert "rope_scaling" not in read_gguf(ones).config
+    write_gguf(odd := tmp_path / "odd.gguf", case, model, rope_factors=factors[::-1].copy())
+    with pytest.warns(UserWarning, match=r"odd\.gguf has a rope_freqs\.weight"):
+        assert "rope_scaling" not in read_gguf(odd).config
 
 
 def test_stored_types_cover_the_required_quantizations(written):

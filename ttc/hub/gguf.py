@@ -29,7 +29,8 @@ Conventions:
   (llama.cpp omits it when the output projection is the embedding matrix); `vocab_size` is the
   rows of `token_embd.weight`. Besides the keys of a `config.json`'s shape, `hidden_act` ("silu"),
   `attention_bias` (llama, qwen3) and `pad_token_id` (when the file states one) are set. llama 3's
-  `rope_freqs.weight` is not translated into `rope_scaling` (a warning says so).
+  `rope_freqs.weight` (Llama 3 rope scaling) becomes `rope_scaling` (`llama3_scaling`); factors
+  of another scheme are not translated (a warning says so).
 
 Supported `general.architecture` values: `llama` (also Mistral-style files, which llama.cpp writes
 as `llama`), `qwen2`, `qwen3`. Any quantization type `gguf.quants.dequantize` knows is read (F32,
@@ -254,11 +255,17 @@ def read_gguf(path: str | Path) -> GGUFCheckpoint:
     config = _config(meta, arch_name, arch, by_name)
     sources, unmapped = _sources(path, arch, config, by_name)
     if "rope_freqs.weight" in by_name and "rope_scaling" not in config:
-        warnings.warn(
-            f"{path} has a rope_freqs.weight tensor (llama 3 style rope scaling), which is not "
-            "translated into config['rope_scaling']: positions beyond the original context length "
-            "will use unscaled rope.", stacklevel=2,
-        )
+        factors = _Source(by_name["rope_freqs.weight"], (-1,)).load()
+        scaling = llama3_scaling(factors, config, meta.get(
+            f"{arch_name}.rope.scaling.original_context_length", 8192))
+        if scaling is not None:
+            config["rope_scaling"] = scaling
+        elif not np.all(factors == 1.0):
+            warnings.warn(
+                f"{path} has a rope_freqs.weight tensor whose factors are not Llama 3's rope "
+                "scaling (factor = their maximum, low/high frequency factors 1 and 4); it is not "
+                "translated into config['rope_scaling'], so rope runs unscaled.", stacklevel=2,
+            )
     return GGUFCheckpoint(path, arch_name, config, LazyTensors(sources), unmapped,
                           meta.get("tokenizer.chat_template"))
 
@@ -321,6 +328,42 @@ def _single(value: Any, key: str, meta: _Metadata) -> int:
                              "sizes have no Hugging Face config equivalent for this architecture.")
         value = value[0]
     return int(value)
+
+
+def llama3_scaling(factors: np.ndarray, config: Mapping[str, Any],
+                   original: int = 8192) -> dict[str, Any] | None:
+    """The Llama 3 `rope_scaling` whose frequency factors llama.cpp stored as `rope_freqs.weight`.
+
+    llama.cpp's converter writes, per rotary frequency, `inv_freq / scaled_inv_freq` of HF's
+    `llama3` scheme (`factor`, `low_freq_factor`, `high_freq_factor`,
+    `original_max_position_embeddings`). The factor is their maximum; Llama 3.1-3.3 use low/high
+    factors 1 and 4 and an original context of 8192 (or the file's
+    `rope.scaling.original_context_length`). Returns that dict if it reproduces `factors`
+    (relative 1e-5), else None (also for all-ones factors: no scaling).
+    """
+    factor = float(np.max(factors))
+    if factor <= 1.0:
+        return None
+    dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+    scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": int(original)}
+    theta = float(config.get("rope_theta", 10000.0))
+    inv = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
+    old = float(original)
+    lo_wave, hi_wave = old / 1.0, old / 4.0
+    want = []
+    for f in inv.astype(np.float64):
+        wave = 2 * np.pi / f
+        if wave < hi_wave:
+            want.append(1.0)
+        elif wave > lo_wave:
+            want.append(factor)
+        else:
+            smooth = (old / wave - 1.0) / (4.0 - 1.0)
+            want.append(1 / ((1 - smooth) / factor + smooth))
+    if len(want) != factors.size or not np.allclose(factors, want, rtol=1e-5, atol=0):
+        return None
+    return scaling
 
 
 def _rope_scaling(meta: _Metadata, name: str) -> dict[str, Any] | None:
