@@ -11,9 +11,13 @@ One process runs, side by side, on the same architecture, batch, prompt and numb
   GPT-2-style models of matching size, ``do_sample=True``, ``max_new_tokens = min_new_tokens =
   new_tokens``, the same ``B`` copies of the same prompt.
 
-Two more sections: ``methods`` (each search method's wall time per generated token against
-best-of-N, useful/executed FLOPs, compilations over a budget grid) and ``train`` (SFT steps per
-second of the default policy on one device, and two trainings side by side, one per device).
+More sections: ``methods`` (each search method's wall time per generated token against
+best-of-N, useful/executed FLOPs, compilations over a budget grid), ``train`` (SFT steps per
+second of the default policy on one device, and two trainings side by side, one per device) and
+``real`` (a pretrained model: SmolLM2-135M-Instruct from its GGUF file, ttc's jitted sampler
+with the loaded weights against HF ``generate`` on the same file, the first GSM8K test question
+through the chat template as the prompt, batches ``--real-batch``; skipped with a message when
+the file is missing, and left out of ``--quick`` unless named in ``--sections``).
 
 Compile time and warm-up are excluded; each figure is the best (and the median) of a few timed
 repeats. Tokens/s counts generated tokens only (``B * new_tokens`` per call). Useful GFLOP/s uses
@@ -26,6 +30,7 @@ Usage::
     python scripts/bench.py --batch 256 --new-tokens 64 --out bench.json
     python scripts/bench.py --quick                # tiny sizes, runs in seconds
     python scripts/bench.py --sections train       # training throughput only
+    python scripts/bench.py --sections real        # SmolLM2-135M: batches 1 16 64, 64 tokens
 
 The harness is a registry of *sections* (:data:`SECTIONS`): each is a function
 ``fn(args) -> list[dict]`` whose rows land in ``bench.json`` under ``sections[name]`` and in the
@@ -647,11 +652,258 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------
+# Section: a real pretrained model (SmolLM2-135M-Instruct)
+# ---------------------------------------------------------------------------------------------
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOLLM2_DEFAULT = os.path.join("models", "smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+GSM8K_TEST = os.path.join("..", "shared", "data", "gsm8k", "test.jsonl")
+# the first GSM8K test question, used when the data file is absent
+GSM8K_FALLBACK = ("Janet\u2019s ducks lay 16 eggs per day. She eats three for breakfast every "
+                  "morning and bakes muffins for her friends every day with four. She sells the "
+                  "remainder at the farmers' market daily for $2 per fresh duck egg. How much in "
+                  "dollars does she make every day at the farmers' market?")
+
+
+def smollm2_path(arg: str | None) -> str:
+    """The SmolLM2 GGUF to benchmark: ``--smollm2``, else ``$TTC_SMOLLM2`` (what the tests
+    read), else :data:`SMOLLM2_DEFAULT` under the repository root."""
+    path = arg or os.environ.get("TTC_SMOLLM2") or os.path.join(REPO_ROOT, SMOLLM2_DEFAULT)
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def gsm8k_question() -> tuple[str, str]:
+    """The first question of the GSM8K test file (``../shared/data/gsm8k/test.jsonl`` from the
+    repository root) and where it came from (the file, or ``builtin`` when it is absent)."""
+    path = os.path.normpath(os.path.join(REPO_ROOT, GSM8K_TEST))
+    try:
+        with open(path) as f:
+            return json.loads(f.readline())["question"], path
+    except (OSError, ValueError, KeyError):
+        return GSM8K_FALLBACK, "builtin"
+
+
+def chat_prompt(tokenizer: Any, question: str) -> np.ndarray:
+    """``question`` as one user turn through the tokenizer's chat template (generation prompt
+    added), as ``int64`` token ids."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                        add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    return np.asarray(ids, np.int64)
+
+
+def _load_hf_gguf(transformers: Any, torch: Any, path: str) -> Any:
+    """transformers' own Llama read from the same GGUF file, in float32, eval mode."""
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+
+
+def _real_ttc_runner(policy: Any, batch: int, prompt: np.ndarray, new_tokens: int,
+                     devices: int) -> tuple[Callable[[], Any], float]:
+    """A blocking call that samples ``new_tokens`` tokens for ``batch`` copies of ``prompt``
+    with the loaded policy (:func:`make_ttc_decode`), and its useful FLOPs (the ledger: one
+    prefill per device plus every generated token at its own context)."""
+    lp = len(prompt)
+    run = make_ttc_decode(policy.graphdef, policy.cfg, batch, lp, new_tokens, devices)
+    prompt_j = jnp.asarray(prompt, jnp.int32)
+    sp = SamplingParams.make(temperature=1.0)
+    keys = iter(jax.random.split(jax.random.key(1), 1000))
+
+    def call():
+        tokens, useful = jax.block_until_ready(run(policy.params, prompt_j, next(keys), sp))
+        if not (np.asarray(useful) == new_tokens).all() or tokens.shape != (batch, lp + new_tokens):
+            raise RuntimeError("ttc decode did not generate exactly new_tokens tokens per row")
+        return tokens
+
+    cfg = policy.cfg
+    fl = devices * float(ttc_flops.prefill_useful(cfg, lp)) + float(ttc_flops.decode_useful(
+        cfg, batch * new_tokens, batch * sum(lp + i + 1 for i in range(new_tokens))))
+    return call, fl
+
+
+def _real_hf_runner(torch: Any, model: Any, batch: int, prompt: np.ndarray,
+                    new_tokens: int) -> tuple[Callable[[], Any], Callable[[], Any], float]:
+    """HF ``generate`` (sampling, exactly ``new_tokens`` new tokens) as a blocking call, its
+    warm-up (4 new tokens: there is nothing to compile) and its useful FLOPs."""
+    ids = torch.as_tensor(np.tile(prompt[None], (batch, 1)), dtype=torch.long)
+    mask = torch.ones_like(ids)
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+
+    def call(n: int = new_tokens):
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True,
+                                 temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=n,
+                                 min_new_tokens=n, pad_token_id=pad)
+        if tuple(out.shape) != (batch, len(prompt) + n):
+            raise RuntimeError(f"HF generate returned shape {tuple(out.shape)}")
+        return out
+
+    cfg = model.config
+    fl = _useful_flops(_hf_matmul_params(torch, model), cfg.num_hidden_layers, cfg.hidden_size,
+                       batch, len(prompt), new_tokens)
+    return call, (lambda: call(min(4, new_tokens))), fl
+
+
+def _interleaved(calls: dict[str, Callable[[], Any]], warmups: dict[str, Callable[[], Any]],
+                 rounds: int) -> dict[str, dict[str, float]]:
+    """Times every call once per round, the calls alternating (a load change on a shared
+    machine hits all alike), after one untimed warm-up each. Returns per name
+    ``{warmup_s, best_s, median_s, repeats}``."""
+    stats: dict[str, dict[str, float]] = {}
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for name in calls:
+        t0 = time.perf_counter()
+        warmups.get(name, calls[name])()
+        stats[name] = {"warmup_s": time.perf_counter() - t0}
+    for _ in range(max(1, rounds)):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t0)
+    for name, ts in times.items():
+        stats[name].update(best_s=min(ts), median_s=statistics.median(ts), repeats=len(ts))
+    return stats
+
+
+def _real_models(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any, str | None]:
+    """ttc's :class:`ttc.hub.HubModel` of ``path``, and (unless skipped) torch and the HF model
+    of the same file; the reason when HF is skipped."""
+    import ttc.hub
+
+    t0 = time.perf_counter()
+    hub = ttc.hub.load(path)
+    print(f"# real: ttc.hub.load {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.skip_hf:
+        return hub, None, None, "skipped: disabled by --skip-hf"
+    try:
+        torch, transformers = load_hf()
+    except ImportError:
+        return hub, None, None, HF_SKIP_REASON
+    t0 = time.perf_counter()
+    model = _load_hf_gguf(transformers, torch, path)
+    print(f"# real: transformers from_pretrained(gguf_file=) {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    return hub, torch, model, None
+
+
+def bench_real(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """SmolLM2-135M-Instruct (``--smollm2``): ttc's jitted prefill + decode with the loaded
+    weights against HF ``generate`` on the same file, the same chat-templated GSM8K prompt and
+    the same batch and new tokens (``--real-batch``, ``--real-new-tokens``), timed in
+    ``--real-rounds`` interleaved rounds after a warm-up each. ttc runs on each device count of
+    ``--real-devices`` (rows ``ttc``, then ``ttc-<k>dev``, left out where the batch does not
+    split evenly over ``k``; the first count falls back to one device there).
+
+    Returns:
+        One row per (batch, impl) with tokens/s, useful GFLOP/s and their fraction of the
+        matmul peak; HF rows carry ``ttc_over_impl``. A single ``skipped`` row when the model
+        file is missing.
+    """
+    path = smollm2_path(args.smollm2)
+    if not os.path.isfile(path):
+        row = {"section": "real", "impl": "ttc", "path": path,
+               "skipped": f"skipped: no SmolLM2 GGUF at {path} (set --smollm2 or $TTC_SMOLLM2)"}
+        print(f"# real: {row['skipped']}", flush=True)
+        return [row]
+    hub, torch, hf_model, hf_skip = _real_models(args, path)
+    question, source = gsm8k_question()
+    prompt = chat_prompt(hub.tokenizer, question)
+    if torch is not None:
+        torch.set_num_threads(args.hf_threads[0])
+    peak = getattr(args, "peak_gflops", None)
+    cfg = hub.cfg
+    base = {"section": "real", "model": os.path.basename(path), "prompt_source": source,
+            "prompt_len": len(prompt), "new_tokens": args.real_new_tokens,
+            "n_params": cfg.n_params, "matmul_params": cfg.matmul_params}
+    rows: list[dict[str, Any]] = []
+    for batch in args.real_batch:
+        calls, warmups, flops, devs = {}, {}, {}, {}
+        counts = dict.fromkeys(min(d, args.devices) for d in args.real_devices)
+        for i, d in enumerate(counts):
+            impl = "ttc" if i == 0 else f"ttc-{d}dev"
+            if i and batch % d:
+                continue  # it would run on one device: a repeat of the first row, or skipped
+            devs[impl] = d if batch % d == 0 else 1
+            calls[impl], flops[impl] = _real_ttc_runner(hub.policy, batch, prompt,
+                                                        args.real_new_tokens, devs[impl])
+        if hf_model is not None:
+            calls["hf"], warmups["hf"], flops["hf"] = _real_hf_runner(
+                torch, hf_model, batch, prompt, args.real_new_tokens)
+        load = os.getloadavg()[0]
+        stats = _interleaved(calls, warmups, args.real_rounds)
+        out = {}
+        for impl, st in stats.items():
+            extra = ({"devices": devs[impl], "threads": usable_cores()} if impl in devs
+                     else {"devices": 1, "threads": args.hf_threads[0]})
+            out[impl] = _finish_row({"impl": impl, "load1": load, "useful_flops": flops[impl],
+                                     **extra, **st}, {**base, "batch": batch}, batch,
+                                    args.real_new_tokens, peak)
+        if "hf" in out:
+            out["hf"]["ttc_over_impl"] = out["ttc"]["tokens_per_s"] / out["hf"]["tokens_per_s"]
+        else:
+            out["hf"] = {**base, "batch": batch, "impl": "hf", "skipped": hf_skip}
+        for row in out.values():
+            rows.append(row)
+            _print_real_row(row)
+    return rows
+
+
+REAL_TARGETS = {"batch": 64, "ttc_over_hf": 3.0, "frac_peak": 0.5}
+"""The issue's targets for the real model: ttc >= 3x HF at batch 64, useful GFLOP/s >= 50% of
+the matmul peak."""
+
+
+def _print_real_row(row: dict[str, Any]) -> None:
+    head = f"{row.get('batch', ''):>6} {row['impl']:<9}"
+    if row.get("skipped"):
+        print(f"{head} {row['skipped']}", flush=True)
+        return
+    frac, ratio = row.get("frac_peak"), row.get("ttc_over_impl")
+    print(f"{head} {row['devices']:>3} {row['threads']:>3} {row['tokens_per_s']:>9.1f} "
+          f"{row['tokens_per_s_median']:>9.1f} {row['gflops_useful']:>8.2f} "
+          f"{(f'{100 * frac:.1f}' if frac else '-'):>6} {(f'{ratio:.2f}x' if ratio else '-'):>7} "
+          f"{row['best_s']:>8.2f} {row['median_s']:>8.2f} {row['warmup_s']:>8.2f} "
+          f"{row['load1']:>5.2f}", flush=True)
+
+
+def _print_real(rows: list[dict[str, Any]]) -> None:
+    """The real-model table and whether the targets (:data:`REAL_TARGETS`) are met."""
+    if not rows:
+        return
+    done = [r for r in rows if not r.get("skipped")]
+    r0 = done[0] if done else rows[0]
+    print(f"\nreal model {r0.get('model', '-')}: prompt {r0.get('prompt_len', '-')} tokens "
+          f"(GSM8K, chat template; {r0.get('prompt_source', '-')}), "
+          f"{r0.get('new_tokens', '-')} new tokens per row, sampling at temperature 1; best and "
+          "median of the interleaved rounds")
+    print(f"{'batch':>6} {'impl':<9} {'dev':>3} {'thr':>3} {'tok/s':>9} {'median':>9} "
+          f"{'GFLOP/s':>8} {'%peak':>6} {'ttc/HF':>7} {'best s':>8} {'median s':>8} "
+          f"{'warmup s':>8} {'load':>5}")
+    for r in rows:
+        _print_real_row(r)
+    t = REAL_TARGETS
+    at = {r["impl"]: r for r in done if r["batch"] == t["batch"]}
+    if "ttc" in at:
+        frac = at["ttc"]["frac_peak"] or 0.0
+
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "not met"
+
+        line = (f"targets at batch {t['batch']}: useful GFLOP/s {100 * frac:.1f}% of peak "
+                f"(target {100 * t['frac_peak']:.0f}%: {verdict(frac >= t['frac_peak'])})")
+        if "ttc_over_impl" in at.get("hf", {}):
+            ratio = at["hf"]["ttc_over_impl"]
+            line += (f"; ttc/HF {ratio:.2f}x (target {t['ttc_over_hf']:.0f}x: "
+                     f"{verdict(ratio >= t['ttc_over_hf'])})")
+        print(line)
+
+
 Section = Callable[[argparse.Namespace], list[dict[str, Any]]]
 SECTIONS: dict[str, Section] = {
     "decode": bench_decode,
     "methods": bench_methods,
     "train": bench_train,
+    "real": bench_real,
 }
 """Bench sections in run order: name -> ``fn(args) -> rows``. Add a section by adding an entry."""
 
@@ -771,7 +1023,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", nargs="+", default=None,
                    help=f"size names among {[s.name for s in KNOWN_SIZES]} "
                         f"(default: {' '.join(DEFAULT_SIZES)})")
-    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    p.add_argument("--sections", nargs="+", default=None, choices=list(SECTIONS),
+                   help="sections to run (default: all; --quick: all but 'real')")
     p.add_argument("--hf-threads", type=int, nargs="+", default=None,
                    help="torch.set_num_threads for HF, one measurement each (default: all cores)")
     p.add_argument("--matmul-n", type=int, default=None, help="matmul size for the peak (2048)")
@@ -797,6 +1050,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sequences per training step (train section; default 128, as the main job)")
     p.add_argument("--train-steps", type=int, default=None,
                    help="timed steps per training call (train section; default 20)")
+    p.add_argument("--smollm2", default=None,
+                   help="SmolLM2-135M-Instruct GGUF for the real section (default: "
+                        f"$TTC_SMOLLM2, else {SMOLLM2_DEFAULT} under the repository root)")
+    p.add_argument("--real-batch", type=int, nargs="+", default=[1, 16, 64],
+                   help="batch sizes of the real section (default 1 16 64)")
+    p.add_argument("--real-new-tokens", type=int, default=64,
+                   help="new tokens per row in the real section (default 64)")
+    p.add_argument("--real-devices", type=int, nargs="+", default=[1],
+                   help="JAX devices ttc splits the real section's rows over, one ttc row each "
+                        "(default 1: every device reads all the weights at every step, so on "
+                        "this CPU one device is faster for a 135M model; at most --host-devices)")
+    p.add_argument("--real-rounds", type=int, default=2,
+                   help="timed rounds of the real section, ttc and HF interleaved (default 2)")
     p.add_argument("--checkpoints", default="checkpoints", help="where cached policies live")
     p.add_argument("--out", default="bench.json", help="where to write the JSON report")
     args = p.parse_args(argv)
@@ -808,6 +1074,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.matmul_n = args.matmul_n or (256 if q else 2048)
     args.train_batch = args.train_batch or (16 if q else 128)
     args.train_steps = args.train_steps or (3 if q else 20)
+    # the real model takes a minute to load and compile: quick runs it only when asked to
+    args.sections = args.sections or [n for n in SECTIONS if not (q and n == "real")]
     if q:
         args.sizes = list(QUICK_SIZES)
         args.method_n, args.method_problems, args.method_grid = 4, 8, [2, 4]
@@ -821,11 +1089,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sizes = [known[n] for n in names]
     args.hf_threads = args.hf_threads or [usable_cores()]
     for f in ("new_tokens", "prompt_len", "repeats", "matmul_n", "train_batch",
-              "train_steps"):
+              "train_steps", "real_new_tokens", "real_rounds"):
         if getattr(args, f) < 1:
             p.error(f"--{f.replace('_', '-')} must be positive")
-    if min(args.batch) < 1 or min(args.hf_threads) < 1:
-        p.error("--batch and --hf-threads must be positive")
+    if min(args.batch + args.hf_threads + args.real_batch + args.real_devices) < 1:
+        p.error("--batch, --real-batch, --real-devices and --hf-threads must be positive")
     return args
 
 
@@ -878,6 +1146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _print_summary(summary)
     _print_methods(sections.get("methods", []))
     _print_train(sections.get("train", []))
+    _print_real(sections.get("real", []))
     report = {
         "command": " ".join([os.path.basename(sys.argv[0]) or "bench.py", *(argv or sys.argv[1:])]),
         "machine": machine,

@@ -134,8 +134,26 @@ def test_bench_degrades_without_torch(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_sections_registry():
-    """The harness is a registry of sections; bad sizes are refused."""
+    """The harness is a registry of sections; bad sizes are refused; quick mode leaves the real
+    model out unless it is asked for."""
     bench = _load_bench()
-    assert list(bench.SECTIONS) == ["decode", "methods", "train"]
+    assert list(bench.SECTIONS) == ["decode", "methods", "train", "real"]
     with pytest.raises(SystemExit):
         bench.parse_args(["--sizes", "no-such-size"])
+    assert bench.parse_args([]).sections == list(bench.SECTIONS)
+    assert bench.parse_args(["--quick"]).sections == ["decode", "methods", "train"]
+    assert bench.parse_args(["--quick", "--sections", "real"]).sections == ["real"]
+
+
+def test_bench_real_skips_without_the_model(tmp_path, monkeypatch, capsys):
+    """The real-model section names the missing file and returns one skipped row; the path
+    comes from --smollm2, else $TTC_SMOLLM2."""
+    bench = _load_bench()
+    missing = tmp_path / "no.gguf"
+    monkeypatch.setenv("TTC_SMOLLM2", str(missing))
+    assert bench.smollm2_path(None) == str(missing)
+    assert bench.smollm2_path(str(tmp_path / "x.gguf")) == str(tmp_path / "x.gguf")
+    rows = bench.bench_real(bench.parse_args(["--sections", "real"]))
+    assert len(rows) == 1 and rows[0]["section"] == "real"
+    assert str(missing) in rows[0]["skipped"]
+    assert "no SmolLM2 GGUF" in capsys.readouterr().out

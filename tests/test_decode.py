@@ -237,3 +237,42 @@ def test_continuous_batching_samples_the_policy(task, tiny_policy):
         ref = sum(logp[r, j - 1, rows[r, j]] for j in range(lp, end))
         assert abs(float(s.loglik[r // 8, r % 8]) - ref) < 1e-4 * max(1, end - lp)
         assert float(s.useful_ctx[r // 8, r % 8]) == sum(range(lp + 1, end + 1))
+
+
+def _awkward_logits(key, b: int, v: int) -> jax.Array:
+    """Float32 logits with ties, ``-inf`` entries (as top-k/top-p leave them), one all-``-inf``
+    row and one row with a NaN."""
+    logits = jax.random.normal(key, (b, v), jnp.float32) * 3.0
+    logits = jnp.where(jax.random.uniform(jax.random.fold_in(key, 1), (b, v)) < 0.3,
+                       -jnp.inf, logits)
+    logits = logits.at[0].set(-jnp.inf).at[1, v // 2].set(jnp.nan)
+    return logits.at[2, :4].set(7.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (7, 33), (64, 4099)])
+def test_fast_categorical_draws_exactly_jax_random_categorical(shape):
+    """``select_tokens``' sampler reproduces ``jax.random.categorical`` bit for bit, one key
+    for the batch and one key per row, over many keys."""
+    from ttc.decode import _categorical, _categorical_rows
+
+    b, v = shape
+    fast = jax.jit(_categorical)
+    ref = jax.jit(lambda k, x: jax.random.categorical(k, x, axis=-1))
+    fast_rows = jax.jit(_categorical_rows)
+    ref_rows = jax.jit(jax.vmap(lambda k, x: jax.random.categorical(k, x)))
+    for seed in range(20):
+        key = jax.random.key(seed)
+        logits = _awkward_logits(jax.random.fold_in(key, 99), b, v) if b > 2 else (
+            jax.random.normal(key, shape))
+        np.testing.assert_array_equal(np.asarray(fast(key, logits)),
+                                      np.asarray(ref(key, logits)))
+        keys = jax.random.split(key, b)
+        np.testing.assert_array_equal(np.asarray(fast_rows(keys, logits)),
+                                      np.asarray(ref_rows(keys, logits)))
+
+
+def test_fast_argmax_is_the_first_maximum():
+    from ttc.decode import _first_argmax
+
+    z = _awkward_logits(jax.random.key(3), 9, 50)
+    np.testing.assert_array_equal(np.asarray(_first_argmax(z)), np.asarray(jnp.argmax(z, -1)))

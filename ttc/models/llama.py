@@ -373,20 +373,31 @@ class Block(nnx.Module):
     def _attend(self, q: Float[Array, "B H S Dh"], keys: Float[Array, "B K T Dh"],
                 values: Float[Array, "B K T Dh"], positions: Int[Array, "B S"],
                 key_pos: Int[Array, "B T"]) -> Float[Array, "B S A"]:
-        """Grouped-query attention of ``q`` over ``keys``/``values`` (causal, windowed)."""
+        """Grouped-query attention of ``q`` over ``keys``/``values`` (causal, windowed).
+
+        The ``G * S`` queries of each key/value head (query head ``j * G + g`` at position
+        ``s`` as column ``g * S + s``) meet the keys with the *keys* as the left operand, so the
+        scores are ``[B, K, T, G * S]``, slots major, and the softmax runs over axis 2. On
+        XLA:CPU this layout is several times faster than ``[B, K, G * S, T]`` when a decode
+        step has a handful of queries per head against a long cache (``3x64 @ 64xT`` per
+        head, run as a batch of tiny matrix products)."""
         cfg = self.cfg
         b, h, s, dh = q.shape
-        qg = q.reshape(b, cfg.n_kv_heads, cfg.groups, s, dh)
-        scores = jnp.einsum("bkgsd,bktd->bkgst", qg, keys,
-                            preferred_element_type=jnp.float32) * cfg.attn_scale
+        kv, gs = cfg.n_kv_heads, cfg.groups * s
+        qg = q.reshape(b, kv, gs, dh)
+        scores = jax.lax.dot_general(keys, qg, (((3,), (3,)), ((0, 1), (0, 1))),
+                                     preferred_element_type=jnp.float32) * cfg.attn_scale
         scores = _softcap(scores, cfg.attn_softcap)
-        kp, qp = key_pos[:, None, None, None, :], positions[:, None, None, :, None]
+        kp = key_pos[:, None, :, None]
+        qp = jnp.tile(positions, (1, cfg.groups))[:, None, None, :]
         mask = kp <= qp
         if self.window is not None:
             mask &= kp > qp - self.window
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
-        return jnp.einsum("bkgst,bktd->bskgd", probs, values).reshape(b, s, h * dh)
+        probs = jax.nn.softmax(scores, axis=2).astype(values.dtype)
+        out = jax.lax.dot_general(probs, values, (((2,), (2,)), ((0, 1), (0, 1))))
+        return out.reshape(b, kv, cfg.groups, s, dh).transpose(0, 3, 1, 2, 4).reshape(
+            b, s, h * dh)
 
     def __call__(
         self,
