@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -84,6 +85,13 @@ def default_system_prompt(fmt: str, delimiter: str = "\n\n") -> str:
     format's sentence (search-and-learn's MATH prompt for ``boxed``)."""
     sep = "a blank line" if delimiter == "\n\n" else f"{delimiter!r}"
     return (_BOXED_SYSTEM if fmt == "boxed" else _NUMBER_SYSTEM).format(sep=sep)
+
+
+HOST_LOCK = threading.Lock()
+"""Serialises the host callbacks of every text task. With several devices XLA runs one
+callback per device at once, each decoding with the Hugging Face tokenizer and parsing with
+math-verify; two of them interleaving there deadlocked a run (every thread waiting on a lock,
+no CPU used). One at a time costs little: the devices' callbacks are short host work."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,6 +435,14 @@ class TextTask:
         return hit
 
     def _extract_host(self, tokens: np.ndarray, prompt_len: np.ndarray) -> np.ndarray:
+        with HOST_LOCK:
+            return self._extract_host_locked(tokens, prompt_len)
+
+    def _prefix_host(self, tokens, prompt_len, length, gold) -> np.ndarray:
+        with HOST_LOCK:
+            return self._prefix_host_locked(tokens, prompt_len, length, gold)
+
+    def _extract_host_locked(self, tokens: np.ndarray, prompt_len: np.ndarray) -> np.ndarray:
         tokens, prompt_len = np.asarray(tokens), np.asarray(prompt_len)
         lead = np.broadcast_shapes(tokens.shape[:-1], prompt_len.shape)
         t = np.broadcast_to(tokens, lead + tokens.shape[-1:]).reshape(-1, tokens.shape[-1])
@@ -434,7 +450,7 @@ class TextTask:
         out = [self.answer_of_text(self._generated(r, int(p))) for r, p in zip(t, pl, strict=True)]
         return np.asarray(out, np.int32).reshape(lead)
 
-    def _prefix_host(self, tokens, prompt_len, length, gold) -> np.ndarray:
+    def _prefix_host_locked(self, tokens, prompt_len, length, gold) -> np.ndarray:
         tokens, gold = np.asarray(tokens), np.asarray(gold)
         lead = np.broadcast_shapes(tokens.shape[:-1], np.shape(prompt_len), np.shape(length),
                                    gold.shape[:-1])
