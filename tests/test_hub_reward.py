@@ -398,3 +398,47 @@ def test_markers_must_be_single_tokens(case, marker, saved, tmp_path):
     _tokenizer(markers=False).save_pretrained(d)
     with pytest.raises(ConfigError, match=rf"marker '{marker}' to be a single token"):
         load_reward(d, format=CASES[case])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_session_scores_growing_solutions_as_whole_texts(case, rewards):
+    """:class:`ttc.hub.session.ScoringSession` (per-row KV caches, only new tokens run) gives
+    every row's newest-step score as :meth:`HubReward.score` of the whole text does, step after
+    step, across a selection (rows copied onto others) and a lookahead peek (``commit=False``),
+    and runs less than re-scoring every row whole at every step."""
+    from ttc.hub.session import ScoringSession
+
+    rm = rewards[case]
+    (q0, sols0), (q1, sols1) = PROBLEMS
+    sols = [sols0[0], sols0[2], sols1[0], sols1[2]]  # two rows per problem
+    session = ScoringSession.start(rm, [q0, q1], num_samples=2)
+    have = [0, 0, 0, 0]  # steps of each row so far
+    text = [list(s) for s in sols]  # each row's full solution (rows change under gather)
+    whole = 0.0
+    for it in range(5):
+        rows = [r for r in range(4) if have[r] < len(text[r])]
+        if not rows:
+            break
+        for r in rows:
+            have[r] += 1
+        steps = [text[r][: have[r]] for r in rows]
+        got = session.score(rows, steps)
+        rm.flops.reset()
+        want = [rm.score([(session.questions[r], [s])])[0][0][-1]
+                for r, s in zip(rows, steps, strict=True)]
+        whole += rm.flops.executed
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL, err_msg=f"{case} step {it}")
+        peek = [r for r in rows if have[r] < len(text[r])]
+        if peek:
+            ahead = [text[r][: have[r] + 1] for r in peek]
+            got = session.score(peek, ahead, commit=False)
+            want = [rm.score([(session.questions[r], [s])])[0][0][-1]
+                    for r, s in zip(peek, ahead, strict=True)]
+            np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+        if it == 1:  # row 1 becomes a copy of row 0 and row 3 of row 2
+            idx = np.array([0, 0, 2, 2])
+            session.gather(idx)
+            have = [have[i] for i in idx]
+            text = [text[i] for i in idx]
+    assert session.flops.rows > 0 and session.peek_flops.rows > 0
+    assert 0 < session.flops.useful <= session.flops.executed < whole

@@ -56,7 +56,34 @@ def ref_select(cfg, last, valid, done, n):
     return idx, first
 
 
-@pytest.mark.parametrize("method", ["beam", "dvts"])
+def ref_rebase(last, valid, done, n, t_b):
+    """NumPy REBASE selection, written the obvious way: per problem, each counted finished row
+    keeps one slot and the rest of the width goes to the unfinished rows by softmax(r / T_b),
+    rounded by largest remainder (ties to the lower index); children follow their parent."""
+    b = len(last)
+    idx, first = np.arange(b), np.ones(b, bool)
+    for p in range(b // n):
+        rows = list(range(p * n, (p + 1) * n))
+        if all(done[r] for r in rows):
+            continue
+        open_ = [r for r in rows if not done[r]]
+        width = n - sum(1 for r in rows if done[r] and valid[r])
+        z = np.array([np.float32(last[r]) / np.float32(t_b) for r in open_], np.float64)
+        quota = width * np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        count = {r: int(np.floor(q)) for r, q in zip(open_, quota, strict=True)}
+        frac = sorted(open_, key=lambda r: (-(quota[open_.index(r)] - count[r]), r))
+        for r in frac[: width - sum(count.values())]:
+            count[r] += 1
+        slots = []
+        for r in rows:
+            slots += [r] * (count.get(r, 0) + (1 if done[r] and valid[r] else 0))
+        for k, r in enumerate(slots):
+            idx[p * n + k] = r
+            first[p * n + k] = k == 0 or slots[k - 1] != r
+    return idx, first
+
+
+@pytest.mark.parametrize("method", ["beam", "dvts", "rebase"])
 def test_search_matches_python_reference(small_task, trained_policy, method):
     task, pol = small_task, trained_policy
     n = 8
@@ -76,8 +103,9 @@ def test_search_matches_python_reference(small_task, trained_policy, method):
     step = jax.jit(functools.partial(propose_and_score, p4, spec, task, cfg))
     while np.any(~np.asarray(s.dec.done)) and int(s.step) < task.max_steps + 1:
         s = step(s, SP)
-        idx, first = ref_select(cfg, np.asarray(s.last), np.asarray(s.valid),
-                                np.asarray(s.dec.done), n)
+        sel = (functools.partial(ref_rebase, t_b=SearchParams.make().balance_temperature)
+               if method == "rebase" else functools.partial(ref_select, cfg))
+        idx, first = sel(np.asarray(s.last), np.asarray(s.valid), np.asarray(s.dec.done), n)
         s = gather_rows(s, jnp.asarray(idx))
         s = s.replace(valid=s.valid & (jnp.asarray(first) | ~s.dec.done))
     chosen, answers, w, valid = finish(task, cfg, s, n)
@@ -88,7 +116,7 @@ def test_search_matches_python_reference(small_task, trained_policy, method):
     np.testing.assert_array_equal(chosen, majority_vote(answers, w, valid))
 
 
-@pytest.mark.parametrize("method", ["beam", "dvts", "lookahead", "particle"])
+@pytest.mark.parametrize("method", ["beam", "dvts", "lookahead", "particle", "rebase", "pgibbs"])
 def test_same_seed_same_result_and_no_retrace(small_task, trained_policy, method):
     task, pol = small_task, trained_policy
     ps = task.problems(6, seed=4, split="test")
@@ -108,7 +136,7 @@ def test_same_seed_same_result_and_no_retrace(small_task, trained_policy, method
     go(2, 0)
     before = TRACE_COUNTS["search"]
     go(4, 1, task.problems(6, seed=5, split="test"), temp=0.7,
-       hp=SearchParams.make(temperature=0.5, ess_threshold=0.5))
+       hp=SearchParams.make(temperature=0.5, ess_threshold=0.5, balance_temperature=0.7))
     go(2, 3)
     assert TRACE_COUNTS["search"] == before
 
@@ -184,7 +212,81 @@ def test_particle_filter_recovers_target_posterior(small_task, trained_policy):
     pf = hist.mean(0)
     se_pf = hist.std(0, ddof=1) / np.sqrt(seeds)  # particles within a run are correlated
     # reference: importance sampling from a large independent pool
+    ref, se_ref, prior = _posterior_reference(task, pol, ps, spec, temp)
+    tv = 0.5 * np.abs(pf - ref).sum(1)
+    # the target differs clearly from the policy's own answer distribution ...
+    assert np.max(0.5 * np.abs(prior - ref).sum(1)) > 0.1
+    # ... and the particle system recovers it: every answer's probability within 4 standard
+    # errors (PF seed-to-seed spread and the reference's importance-sampling error) plus 0.01
+    # for the O(1/N) bias of a 64-particle filter; and a coarse total-variation bound
+    z = np.abs(pf - ref) / np.sqrt(se_pf**2 + se_ref**2 + 1e-12)
+    assert np.all(np.abs(pf - ref) <= 4 * np.sqrt(se_pf**2 + se_ref**2) + 0.01), (z.round(1), tv)
+    assert np.all(tv < 0.1), tv
+
+
+def test_particle_gibbs_keeps_each_sweeps_reference(small_task, trained_policy):
+    """In every sweep after the first, slot 0 of each problem replays, token for token, a
+    particle of the previous sweep (its reference), and survives every resampling; the work of
+    all sweeps is counted."""
+    task, pol = small_task, trained_policy
+    n, sweeps = 4, 3
+    cfg = SearchConfig(method="pgibbs", sweeps=sweeps, scheme="multinomial")
+    spec = _oracle(task, noise=0.3)
+    ps = task.problems(5, seed=3, split="test")
+    cache_len = task.max_prompt_len + task.max_solution_len
+    out = _search_jit(pol.graphdef, pol.params, None, jnp.asarray(ps.prompts),
+                      jnp.asarray(ps.prompt_len), jnp.asarray(ps.gold), jax.random.key(5)[None],
+                      SP, SearchParams.make(), reward=spec, task=task, cfg=cfg,
+                      num_samples=n * sweeps, cache_len=cache_len, devices=1)
+    tokens = np.asarray(out.tokens).reshape(5, sweeps, n, -1)
+    assert out.answers.shape == (5, n * sweeps) and np.asarray(out.valid).all()
+    for i in range(5):
+        for k in range(1, sweeps):
+            ref = tokens[i, k, 0]
+            assert any((ref == tokens[i, k - 1, j]).all() for j in range(n)), (i, k)
+    # every row of every sweep generated, and every sweep's tokens are charged
+    plen = np.asarray(ps.prompt_len)
+    assert (np.asarray(out.length).reshape(5, -1) > plen[:, None]).all()
+    per_sweep = np.asarray(out.work.dec_tokens).reshape(5, sweeps, n).sum(axis=2)
+    assert (per_sweep > 0).all()
+    assert int(np.asarray(out.work.iterations).sum()) >= sweeps
+
+
+def test_particle_gibbs_targets_the_posterior(small_task, trained_policy):
+    """Particle Gibbs with the weights and resampling of the particle-filter posterior test:
+    the pooled answer distribution of every sweep's particles matches the importance-sampling
+    estimate of the target within 4 standard errors plus 0.015 (the finite-N bias of 16
+    particles per sweep), and within total variation 0.1."""
+    task, pol = small_task, trained_policy
+    temp = float(np.log((1 - R.EPS) / R.EPS))
+    spec = _oracle(task)
+    ps = task.problems(4, seed=6, split="test")
+    sweeps, n, seeds = 4, 16, 24
+    cfg = SearchConfig(method="pgibbs", incremental=True, scheme="multinomial", sweeps=sweeps)
+    hp = SearchParams.make(temperature=temp, ess_threshold=1.0)
+    k = task.num_answers + 1
+    hist = np.zeros((seeds, len(ps), k))
+    for seed in range(seeds):
+        res = run_search(pol.graphdef, pol.params, spec, None, task, ps.prompts, ps.prompt_len,
+                         ps.gold, cfg=cfg, num_samples=n * sweeps, sampling=SP,
+                         key=jax.random.key(300 + seed), hp=hp)
+        for i in range(len(ps)):
+            hist[seed, i] = np.bincount(res.answers[i] + 1, minlength=k) / (n * sweeps)
+    pg, se_pg = hist.mean(0), hist.std(0, ddof=1) / np.sqrt(seeds)
+    ref, se_ref, prior = _posterior_reference(task, pol, ps, spec, temp)
+    assert np.max(0.5 * np.abs(prior - ref).sum(1)) > 0.1
+    z = np.abs(pg - ref) / np.sqrt(se_pg**2 + se_ref**2 + 1e-12)
+    tv = 0.5 * np.abs(pg - ref).sum(1)
+    assert np.all(np.abs(pg - ref) <= 4 * np.sqrt(se_pg**2 + se_ref**2) + 0.015), (z.round(1), tv)
+    assert np.all(tv < 0.1), tv
+
+
+def _posterior_reference(task, pol, ps, spec, temp):
+    """Self-normalised importance sampling of the target answer distribution from 8,192
+    independent policy samples: its estimate, standard errors and the policy's own answer
+    distribution."""
     big = 8192
+    k = task.num_answers + 1
     s = generate_solutions(pol.graphdef, pol.params, task, ps.prompts, ps.prompt_len,
                            num_samples=big, sampling=SP, key=jax.random.key(7))
     p, nn_, t = s.tokens.shape
@@ -201,16 +303,8 @@ def test_particle_filter_recovers_target_posterior(small_task, trained_policy):
         ref[i] = np.bincount(s.answers[i] + 1, weights=w, minlength=k) / w.sum()
         ess_i = w.sum() ** 2 / (w**2).sum()
         se_ref[i] = np.sqrt(ref[i] * (1 - ref[i]) / ess_i)
-    tv = 0.5 * np.abs(pf - ref).sum(1)
-    # the target differs clearly from the policy's own answer distribution ...
     prior = np.stack([np.bincount(s.answers[i] + 1, minlength=k) / nn_ for i in range(len(ps))])
-    assert np.max(0.5 * np.abs(prior - ref).sum(1)) > 0.1
-    # ... and the particle system recovers it: every answer's probability within 4 standard
-    # errors (PF seed-to-seed spread and the reference's importance-sampling error) plus 0.01
-    # for the O(1/N) bias of a 64-particle filter; and a coarse total-variation bound
-    z = np.abs(pf - ref) / np.sqrt(se_pf**2 + se_ref**2 + 1e-12)
-    assert np.all(np.abs(pf - ref) <= 4 * np.sqrt(se_pf**2 + se_ref**2) + 0.01), (z.round(1), tv)
-    assert np.all(tv < 0.1), tv
+    return ref, se_ref, prior
 
 
 def _observable_equal(a, b, lo=0):

@@ -290,6 +290,7 @@ def decode_with(
     one_step: bool = True,
     pad_id: int = 0,
     max_steps: int | None = None,
+    forced: tuple[Int[Array, "B T"], Bool[Array, " B"]] | None = None,
 ) -> tuple[DecodeState, Any]:
     """Decodes until every row has ended a step (``one_step``) or its solution (or is done / out
     of slots), and runs ``side = on_token(side, tok, pos, active)`` on every iteration's new
@@ -312,6 +313,9 @@ def decode_with(
 
         side: the side computation's state (a pytree; ``None`` without one).
         on_token: its step function (``None``: none).
+        forced: ``(tokens, rows)``: the rows ``rows`` ``[B]`` write ``tokens[b, pos]`` instead
+            of a sample (teacher forcing: particle Gibbs' reference trajectory); their
+            log-probabilities, cache and stops follow those tokens.
 
     Returns:
         The advanced state and side state.
@@ -328,7 +332,10 @@ def decode_with(
         st, side, stopped, it = carry
         key, sub = jax.random.split(st.key)
         active = ~stopped
-        tok = jnp.where(active, select_tokens(sub, st.logits, sp), pad_id)
+        tok = select_tokens(sub, st.logits, sp)
+        if forced is not None:
+            tok = jnp.where(forced[1], forced[0][rows, jnp.minimum(st.length, t - 1)], tok)
+        tok = jnp.where(active, tok, pad_id)
         logp = jax.nn.log_softmax(st.logits.astype(jnp.float32))
         lp = jnp.take_along_axis(logp, tok[:, None], 1)[:, 0]
         pos = jnp.minimum(st.length, t - 1)

@@ -74,8 +74,9 @@ def search_ledger(policy_cfg: PolicyConfig, src: RewardSource, res: SearchResult
 
     Components: ``policy_prefill`` (once per problem), ``policy_decode`` (proposed steps),
     ``reward_prefill`` and ``reward`` (a learned verifier's incremental scoring, each call
-    reading ``window`` slots per row: one per decode iteration when it scores token by token)
-    and ``lookahead`` (rollout decode and its scoring, only when rollouts generated tokens).
+    reading ``window`` slots per row: one per decode iteration when it scores token by token; a
+    text scorer's own count, :class:`ttc.search.loop.ScorerWork`) and ``lookahead`` (rollout
+    decode and its scoring, only when rollouts generated tokens).
     """
     w = res.work.mean()
     led = Ledger()
@@ -87,7 +88,12 @@ def search_ledger(policy_cfg: PolicyConfig, src: RewardSource, res: SearchResult
             F.decode_executed(policy_cfg, w.dec_steps, t))
     look_u = F.decode_useful(policy_cfg, w.look_tokens, w.look_ctx)
     look_e = F.decode_executed(policy_cfg, w.look_steps, t)
-    if src.cfg is not None:
+    if res.scorer is not None:  # a text scorer counted its own work (prefix prefills included)
+        sw = res.scorer
+        led.add("reward", float(sw.useful.mean()), float(sw.executed.mean()))
+        look_u += float(sw.look_useful.mean())
+        look_e += float(sw.look_executed.mean())
+    elif src.cfg is not None:
         rc = src.cfg
         tr = res.reward_cache_len
         led.add("reward_prefill", F.prefill_useful(rc, problems.prompt_len).mean(),

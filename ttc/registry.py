@@ -185,6 +185,11 @@ SCHEME = ParamSpec(name="scheme", type=str, default="systematic", choices=SCHEME
                    doc="the particle resampling scheme")
 TEMPERATURE = ParamSpec(name="temperature", type=float, default=1.0, low=0.0, low_open=True,
                         doc="T in the particle weights softmax(logit(r) / T)")
+SWEEPS = ParamSpec(name="sweeps", type=int, default=2, low=1,
+                   doc="particle Gibbs: particle-filter sweeps; each has N / sweeps particles")
+BALANCE_TEMPERATURE = ParamSpec(
+    name="balance_temperature", type=float, default=0.2, low=0.0, low_open=True,
+    doc="T_b in REBASE's child allocation softmax(r / T_b) (lower: more to the best nodes)")
 ESS_THRESHOLD = ParamSpec(name="ess_threshold", type=float, default=1.0, low=0.0, high=1.0,
                           doc="resample when ESS < ess_threshold * N; 1 resamples every step")
 LENGTH_NORMALIZE = ParamSpec(name="length_normalize", type=bool, default=True,
@@ -228,6 +233,18 @@ _DECLARED = (
            params=(*_VERIFIER, FINAL, INCREMENTAL, SCHEME, TEMPERATURE, ESS_THRESHOLD),
            needs_reward=True, step_reward=True,
            summary="particle filtering with weights softmax(logit(r_t) / T)", paper=PURI),
+    Method(name="pgibbs", kind=KIND_SEARCH,
+           params=(*_VERIFIER, FINAL, INCREMENTAL, SCHEME, TEMPERATURE, ESS_THRESHOLD, SWEEPS),
+           needs_reward=True, step_reward=True,
+           summary="particle Gibbs: particle-filter sweeps, each after the first keeping a "
+                   "reference trajectory drawn from the previous sweep; answer from all sweeps",
+           paper=PURI),
+    Method(name="rebase", kind=KIND_SEARCH, params=(*_VERIFIER, BALANCE_TEMPERATURE, FINAL),
+           needs_reward=True, step_reward=True,
+           summary="reward-balanced search: finished leaves kept, the rest of the width "
+                   "given to nodes in proportion to softmax(r / T_b)",
+           paper="Wu et al. 2024, Inference Scaling Laws: An Empirical Analysis of "
+                 "Compute-Optimal Inference for Problem-Solving with Language Models"),
 )
 
 

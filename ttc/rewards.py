@@ -60,6 +60,8 @@ class RewardSpec:
         noise: oracle only, std of Gaussian noise added to the verdict (then clipped to [0, 1]).
         fused: a learned model consumes each token inside the policy's decode loop
             (:func:`consume_token`) instead of a window per step.
+        external: the scores come from a text scorer outside the jitted search loop
+            (``reward=hf``, :mod:`ttc.search.scored`): no reward state inside it.
     """
 
     kind: str
@@ -68,6 +70,7 @@ class RewardSpec:
     flip: float = 0.0
     noise: float = 0.0
     fused: bool = True
+    external: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -79,7 +82,8 @@ class RewardSpec:
 
     @property
     def learned(self) -> bool:
-        return self.kind != "oracle"
+        """A ttc reward model runs inside the jitted loops (not the oracle, not external)."""
+        return self.kind != "oracle" and not self.external
 
     @property
     def per_token(self) -> bool:

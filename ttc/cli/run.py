@@ -150,7 +150,7 @@ def hub_reward_sources(rc: RunConfig, methods) -> dict[str, RewardSource]:
         raise ConfigError(f"reward.path={r.path!r}: cannot load it as a {r.format} reward "
                           f"model ({type(e).__name__}: {e})") from None
     ident = f"hf-{Path(r.path).expanduser().resolve().name}-{r.format}-{r.dtype}"
-    spec = RewardSpec(kind=r.kind, graphdef=scorer.graphdef, window=1)
+    spec = RewardSpec(kind=r.kind, graphdef=scorer.graphdef, window=1, external=True)
     return {r.kind: RewardSource(spec=spec, params=None, cfg=scorer.cfg, scorer=scorer,
                                  meta={"id": ident, "path": str(r.path), "format": r.format})}
 

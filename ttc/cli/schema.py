@@ -862,7 +862,8 @@ def _check_pretrained(rc: RunConfig, command: str) -> None:
 
 
 def _check_hub_reward(rc: RunConfig) -> None:
-    """``reward=hf`` scores text: a text task, pool methods, the kind its format serves."""
+    """``reward=hf`` scores text: a pretrained policy on a text task, methods of the kind its
+    format serves."""
     if not rc.hub_reward:
         return
     if not rc.hub_policy:
@@ -872,15 +873,14 @@ def _check_hub_reward(rc: RunConfig) -> None:
     for i, m in enumerate(rc.methods):
         if m.reward not in ("prm", "orm"):
             continue
+        if m.name == "pgibbs":
+            raise ConfigError(f"methods[{i}] ({m.label}): particle Gibbs does not run over a "
+                              "Hugging Face reward model yet (reward=hf); use particle, or "
+                              "reward=learned / reward: oracle")
         if m.reward != kind:
             raise ConfigError(f"methods[{i}] ({m.label}) asks for reward: {m.reward}, but "
                               f"reward.format={rc.reward.format} is a{'n' if kind == 'orm' else ''}"
                               f" {kind}; give that method reward: {kind}")
-        if m.kind != "pool":
-            raise ConfigError(f"methods[{i}] ({m.label}) is a step-level search, which scores "
-                              "inside the jitted loop; reward=hf scores text on the host and "
-                              "serves pool methods (bon, weighted_majority) only: use "
-                              "reward=learned or reward: oracle for search methods")
 
 
 def _count_records(path: str) -> int:

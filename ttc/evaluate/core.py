@@ -195,7 +195,8 @@ def _evaluate_search_cell(ev: _Eval, cell: Cell) -> Outcome:
         ev.policy.graphdef, ev.policy.params, src.spec, src.params, ev.task, p.prompts,
         p.prompt_len, p.gold, cfg=m.search_config(), num_samples=b, sampling=ev.sampling,
         key=jax.random.key(cell.seed * 1_000_003 + b), hp=m.search_params(),
-        max_rows=ev.cfg.max_rows)
+        max_rows=ev.cfg.max_rows, scorer=src.scorer,
+        questions=None if src.scorer is None else p.texts)
     per = (res.chosen == p.answers).astype(np.float64)
     return Outcome(per_problem=per, ledger=search_ledger(ev.policy.cfg, src, res, p),
                    tokens=res.work.tokens.mean(), wall_time_s=time.time() - t1,

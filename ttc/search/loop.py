@@ -19,6 +19,10 @@ Methods (``SearchConfig.method``):
   test-time compute"): ``N/M`` independent subtrees of ``M`` rows; each keeps its best row.
 * ``lookahead`` — beam search whose candidates are scored at the end of a ``k``-step greedy
   (temperature 0) rollout (Snell et al. 2024, §5); rollout tokens are charged to the budget.
+* ``rebase`` — reward-balanced search (Wu et al. 2024, "Inference Scaling Laws: An Empirical
+  Analysis of Compute-Optimal Inference for Problem-Solving with Language Models"): finished
+  rows keep their slot; the remaining width goes to the unfinished rows in proportion to
+  ``softmax(r_t / T_b)`` (:mod:`ttc.search.rebase`).
 * ``particle`` — particle filtering (Puri et al. 2025, "A Probabilistic Inference Approach to
   Inference-Time Scaling of LLMs using Particle-Based Monte Carlo Methods"): weights
   ``softmax(logit(r_t) / T)`` of the step score (incremental weights optional), resampling
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +52,7 @@ from ttc import rewards as R
 from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode_with, prefill
 from ttc.parallel import device_groups, over_rows, resolve_devices
 from ttc.search.aggregate import best_of_n, majority_vote
+from ttc.search.rebase import ancestors, balanced_counts
 from ttc.search.resampling import ess, resample
 from ttc.tasks.stops import stop_rule
 
@@ -59,7 +65,7 @@ class SearchConfig:
     """A step-level search method (hashable; static under jit).
 
     Attributes:
-        method: ``beam`` | ``dvts`` | ``lookahead`` | ``particle``.
+        method: ``beam`` | ``dvts`` | ``lookahead`` | ``particle`` | ``rebase``.
         beam_width: ``M``, expansions per kept row (beam, lookahead) or rows per subtree (DVTS);
             capped at ``N`` (so ``N < M`` budgets still run).
         lookahead: greedy steps of the rollout (lookahead only).
@@ -67,6 +73,7 @@ class SearchConfig:
         final: ``weighted_majority`` or ``argmax``.
         incremental: particle filtering: accumulate log-weights between resampling events.
         scheme: particle filtering resampling scheme.
+        sweeps: particle Gibbs: sweeps of ``N / sweeps`` particles each.
     """
 
     method: str
@@ -76,6 +83,7 @@ class SearchConfig:
     final: str = REG.FINAL.default
     incremental: bool = REG.INCREMENTAL.default
     scheme: str = REG.SCHEME.default
+    sweeps: int = REG.SWEEPS.default
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -83,6 +91,15 @@ class SearchConfig:
         for p in (REG.BEAM_WIDTH, REG.LOOKAHEAD, REG.AGGREGATION, REG.FINAL, REG.INCREMENTAL,
                   REG.SCHEME):
             _check(p, getattr(self, p.name))
+
+    def rows(self, n: int) -> int:
+        """Rows searched at once at budget ``n``: ``n / sweeps`` for particle Gibbs (which must
+        divide it), else ``n``."""
+        if self.method != "pgibbs":
+            return n
+        if n % self.sweeps:
+            raise ValueError(f"budget N={n} is not a multiple of sweeps={self.sweeps}")
+        return n // self.sweeps
 
     def width(self, n: int) -> int:
         """Effective ``M`` for budget ``n`` (``min(M, n)``; must divide ``n``)."""
@@ -100,20 +117,26 @@ class SearchParams:
         temperature: particle-filter weight temperature ``T`` in ``softmax(logit(r)/T)``.
         ess_threshold: resample when ``ESS < ess_threshold * N``, in ``[0, 1]`` (``1``: every
             step).
+        balance_temperature: REBASE's ``T_b`` in the child allocation ``softmax(r / T_b)``.
     """
 
     temperature: Float[Array, ""]
     ess_threshold: Float[Array, ""]
+    balance_temperature: Float[Array, ""]
 
     @classmethod
     def make(cls, temperature: float = REG.TEMPERATURE.default,
-             ess_threshold: float = REG.ESS_THRESHOLD.default) -> SearchParams:
-        """Checks the knobs (:data:`ttc.registry.TEMPERATURE`, :data:`ttc.registry.ESS_THRESHOLD`)
-        and makes them traced scalars; ``ValueError`` if one is out of range."""
+             ess_threshold: float = REG.ESS_THRESHOLD.default,
+             balance_temperature: float = REG.BALANCE_TEMPERATURE.default) -> SearchParams:
+        """Checks the knobs (:data:`ttc.registry.TEMPERATURE`, :data:`ttc.registry.ESS_THRESHOLD`,
+        :data:`ttc.registry.BALANCE_TEMPERATURE`) and makes them traced scalars; ``ValueError``
+        if one is out of range."""
         _check(REG.TEMPERATURE, temperature)
         _check(REG.ESS_THRESHOLD, ess_threshold)
+        _check(REG.BALANCE_TEMPERATURE, balance_temperature)
         return cls(temperature=jnp.asarray(temperature, jnp.float32),
-                   ess_threshold=jnp.asarray(ess_threshold, jnp.float32))
+                   ess_threshold=jnp.asarray(ess_threshold, jnp.float32),
+                   balance_temperature=jnp.asarray(balance_temperature, jnp.float32))
 
 
 def _check(p: REG.ParamSpec, value: object) -> None:
@@ -144,6 +167,9 @@ class SearchState:
     look_steps: Int[Array, ""]
     look_rew_calls: Int[Array, ""]
     step: Int[Array, ""]
+    # particle Gibbs: each row's reference trajectory and the rows that replay it (not gathered)
+    ref_tokens: Int[Array, "B T"] | None = None
+    forced: Bool[Array, " B"] | None = None
 
 
 def gather_rows(s: SearchState, idx: Int[Array, " B"]) -> SearchState:
@@ -168,20 +194,24 @@ def final_weights(s: SearchState, how: str) -> Float[Array, " B"]:
     }[how]()
 
 
-def _rollout_score(policy, reward, task, s: SearchState, k: int):
-    """Greedy ``k``-step rollout from every row; the reward at its end (lookahead search)."""
+def _rollout_score(policy, reward, task, s: SearchState, k: int, *, score: bool = True):
+    """Greedy ``k``-step rollout from every row (lookahead search): the state with the
+    rollout's work counted, the reward at the rollout's end (``score=False``: the rows'
+    current scores) and the rolled-out decode state."""
     _, _, rparams, gold_rows = policy
     greedy = SamplingParams.make(0.0)
 
     def one(_, carry):
-        dec, rew, score = carry
+        dec, rew, score_ = carry
         before = dec.length
         dec, rew = _decode_step(policy, reward, task, dec, rew, greedy)
+        if not score:  # a text scorer reads the rollout's end outside the loop
+            return dec, rew, score_
         rew, r = R.score_new_tokens(reward, rparams, task, rew, dec.tokens, dec.prompt_len,
                                     dec.length, gold_rows, dec.key)
-        return dec, rew, jnp.where(dec.length > before, r, score)
+        return dec, rew, jnp.where(dec.length > before, r, score_)
 
-    dec, rew, score = jax.lax.fori_loop(0, k, one, (s.dec, s.rew, s.last))
+    dec, rew, end_score = jax.lax.fori_loop(0, k, one, (s.dec, s.rew, s.last))
     s = s.replace(
         look_tokens=s.look_tokens + dec.useful_tokens - s.dec.useful_tokens,
         look_ctx=s.look_ctx + dec.useful_ctx - s.dec.useful_ctx,
@@ -190,26 +220,30 @@ def _rollout_score(policy, reward, task, s: SearchState, k: int):
         look_rew_ctx=s.look_rew_ctx + rew.useful_ctx - s.rew.useful_ctx,
         look_rew_calls=s.look_rew_calls + rew.calls - s.rew.calls,
     )
-    return s, score
+    return s, end_score, dec
 
 
-def _decode_step(policy, reward, task, dec: DecodeState, rew: R.RewardState, sp):
+def _decode_step(policy, reward, task, dec: DecodeState, rew: R.RewardState, sp, forced=None):
     """One step of every unfinished row; a per-token reward model consumes each token as it
-    is sampled (:func:`ttc.rewards.consume_token`)."""
+    is sampled (:func:`ttc.rewards.consume_token`); ``forced`` rows replay given tokens."""
     graphdef, params, rparams, _ = policy
     tok = task.tokenizer
     hook = functools.partial(R.consume_token, reward, rparams) if reward.per_token else None
     return decode_with(graphdef, params, dec, sp, rew, hook, stops=stop_rule(tok),
-                       pad_id=tok.PAD, max_steps=task.max_step_len)
+                       pad_id=tok.PAD, max_steps=task.max_step_len, forced=forced)
 
 
-def propose_and_score(policy, reward, task, cfg: SearchConfig, s: SearchState, sp) -> SearchState:
-    """One reasoning step for every unfinished row, then its score (updates aggregates)."""
-    _, _, rparams, gold_rows = policy
+def propose(policy, reward, task, s: SearchState, sp):
+    """Every unfinished row decodes one reasoning step (a step longer than
+    ``task.max_step_len`` ends the row as malformed).
+
+    Returns ``(s, advanced, key)``: the new state, the rows that produced tokens and a key for
+    this step's scoring."""
     tok = task.tokenizer
     before = s.dec.length
     stops = stop_rule(tok)
-    dec, rew = _decode_step(policy, reward, task, s.dec, s.rew, sp)
+    forced = None if s.forced is None else (s.ref_tokens, s.forced)
+    dec, rew = _decode_step(policy, reward, task, s.dec, s.rew, sp, forced)
     advanced = dec.length > before
     at = lambda i: jnp.take_along_axis(dec.tokens, jnp.maximum(i, 0)[:, None], 1)[:, 0]  # noqa: E731
     last = dec.length - 1
@@ -217,14 +251,12 @@ def propose_and_score(policy, reward, task, cfg: SearchConfig, s: SearchState, s
     malformed = advanced & ~dec.done & ~ended
     dec = dec.replace(done=dec.done | malformed)
     key, sub = jax.random.split(dec.key)
-    dec = dec.replace(key=key)
-    rew, r = R.score_new_tokens(reward, rparams, task, rew, dec.tokens, dec.prompt_len,
-                                dec.length, gold_rows, sub)
-    s = s.replace(dec=dec, rew=rew)
-    if cfg.method == "lookahead" and cfg.lookahead > 0:
-        s2, r_look = _rollout_score(policy, reward, task, s, cfg.lookahead)
-        s = s2.replace(dec=s.dec, rew=s.rew)  # the rollout itself is discarded
-        r = jnp.where(dec.done, r, r_look)
+    return s.replace(dec=dec.replace(key=key), rew=rew), advanced, sub
+
+
+def record(s: SearchState, r: Float[Array, " B"], advanced: Bool[Array, " B"]) -> SearchState:
+    """Takes ``r`` as the newest step score of the rows that ``advanced`` (the others keep
+    theirs) and updates the score aggregates."""
     r = jnp.where(advanced, r, s.last)
     adv = advanced.astype(jnp.float32)
     return s.replace(
@@ -238,6 +270,21 @@ def propose_and_score(policy, reward, task, cfg: SearchConfig, s: SearchState, s
     )
 
 
+def propose_and_score(policy, reward, task, cfg: SearchConfig, s: SearchState, sp) -> SearchState:
+    """One reasoning step for every unfinished row, then its score (updates aggregates)."""
+    _, _, rparams, gold_rows = policy
+    s, advanced, sub = propose(policy, reward, task, s, sp)
+    dec = s.dec
+    rew, r = R.score_new_tokens(reward, rparams, task, s.rew, dec.tokens, dec.prompt_len,
+                                dec.length, gold_rows, sub)
+    s = s.replace(rew=rew)
+    if cfg.method == "lookahead" and cfg.lookahead > 0:
+        s2, r_look, _ = _rollout_score(policy, reward, task, s, cfg.lookahead)
+        s = s2.replace(dec=s.dec, rew=s.rew)  # the rollout itself is discarded
+        r = jnp.where(dec.done, r, r_look)
+    return record(s, r, advanced)
+
+
 def select(cfg: SearchConfig, s: SearchState, hp: SearchParams, n: int):
     """Ancestor indices ``[B]`` (global rows) for every row; identity for finished problems."""
     b = s.last.shape[0]
@@ -246,7 +293,7 @@ def select(cfg: SearchConfig, s: SearchState, hp: SearchParams, n: int):
     problem_done = jnp.all(done, axis=1, keepdims=True)
     base = (jnp.arange(p) * n)[:, None]
     ident = jnp.broadcast_to(jnp.arange(n)[None, :], (p, n))
-    if cfg.method == "particle":
+    if cfg.method in ("particle", "pgibbs"):
         logit = jnp.log(s.last) - jnp.log1p(-s.last)
         step_lw = (logit / hp.temperature).reshape(p, n)
         if cfg.incremental:  # a finished particle receives no new evidence: weight factor 1
@@ -260,11 +307,15 @@ def select(cfg: SearchConfig, s: SearchState, hp: SearchParams, n: int):
         moved_any = jnp.any(s.moved.reshape(p, n), axis=1, keepdims=True)
         need = need & moved_any
         anc = jnp.where(need, resample(sub, lw, cfg.scheme), ident)
+        if s.forced is not None:  # conditional SMC: the reference keeps its slot
+            anc = jnp.where(s.forced.reshape(p, n), ident, anc)
         # after resampling the offspring carry equal weight; otherwise weights accumulate
         new_lw = jnp.where(need, 0.0, lw) if cfg.incremental else jnp.zeros_like(lw)
         idx = (anc + base).reshape(b)
         s = s.replace(dec=s.dec.replace(key=key), logw=new_lw.reshape(b))
         return s, idx, jnp.ones((b,), bool)  # particle copies all stay valid
+    if cfg.method == "rebase":
+        return s, *_rebase_select(s, hp, n, problem_done=problem_done)
     m = cfg.width(n)
     score = jnp.where(s.valid, s.last, -jnp.inf).reshape(p, n)
     if cfg.method == "dvts":
@@ -278,6 +329,22 @@ def select(cfg: SearchConfig, s: SearchState, hp: SearchParams, n: int):
     first = (jnp.arange(n) % m == 0)[None, :] | problem_done
     idx = (anc + base).reshape(b)
     return s, idx, first.reshape(b)
+
+
+def _rebase_select(s: SearchState, hp: SearchParams, n: int, *, problem_done):
+    """REBASE (:mod:`ttc.search.rebase`): each counted finished row keeps one slot, every
+    unfinished row gets children in proportion to ``softmax(last / T_b)``."""
+    b = s.last.shape[0]
+    p = b // n
+    done = s.dec.done.reshape(p, n)
+    kept = done & s.valid.reshape(p, n)
+    width = n - kept.sum(axis=1)
+    counts = balanced_counts(s.last.reshape(p, n), ~done, width, hp.balance_temperature)
+    anc = ancestors(counts + kept.astype(jnp.int32))
+    anc = jnp.where(problem_done, jnp.arange(n)[None, :], anc)
+    first = jnp.concatenate([jnp.ones((p, 1), bool), anc[:, 1:] != anc[:, :-1]], axis=1)
+    idx = (anc + (jnp.arange(p) * n)[:, None]).reshape(b)
+    return idx, (first | problem_done).reshape(b)
 
 
 GATHER_SLOTS = 8
@@ -357,12 +424,16 @@ def finish(task, cfg: SearchConfig, s: SearchState, n: int):
     answers = task.extract_answer(s.dec.tokens, s.dec.prompt_len).reshape(p, n)
     w = final_weights(s, cfg.aggregation).reshape(p, n)
     valid = s.valid.reshape(p, n)
+    return pick(cfg, answers, w, valid), answers, w, valid
+
+
+def pick(cfg: SearchConfig, answers: Int[Array, "P N"], w: Float[Array, "P N"],
+         valid: Bool[Array, "P N"]) -> Int[Array, " P"]:
+    """The final answer of each problem among its valid rows (``cfg.final``)."""
     if cfg.final == "weighted_majority":
-        chosen = majority_vote(answers, w, valid)
-    else:
-        pick = best_of_n(jnp.where(answers >= 0, w, -jnp.inf), valid & (answers >= 0))
-        chosen = jnp.take_along_axis(answers, pick[:, None], 1)[:, 0]
-    return chosen, answers, w, valid
+        return majority_vote(answers, w, valid)
+    best = best_of_n(jnp.where(answers >= 0, w, -jnp.inf), valid & (answers >= 0))
+    return jnp.take_along_axis(answers, best[:, None], 1)[:, 0]
 
 
 EXECUTED_COUNTERS = ("dec_steps", "rew_calls", "look_steps", "look_rew_calls")
@@ -439,6 +510,7 @@ class _ChunkOut:
     weights: Float[Array, "P N"]
     valid: Bool[Array, "P N"]
     tokens: Int[Array, "P N T"]
+    length: Int[Array, "P N"]
     work: SearchWork
 
 
@@ -462,10 +534,18 @@ def _search_chunk(graphdef, params, rparams, prompts, prompt_len, gold, keys, sp
                   task, cfg, num_samples, cache_len) -> _ChunkOut:
     """Searches one chunk of problems (``keys`` is ``[1]``) on one device."""
     key = keys[0]
-    n = num_samples
+    n = cfg.rows(num_samples)
     gold_rows = jnp.repeat(gold, n, axis=0)
     policy = (graphdef, params, rparams, gold_rows)
     s = init_search(policy, reward, task, prompts, prompt_len, key, n=n, cache_len=cache_len)
+    if cfg.method == "pgibbs":
+        return _particle_gibbs(policy, reward, task, cfg, s, sp, hp, n, key)
+    return chunk_outputs(task, cfg, _search_loop(policy, reward, task, cfg, s, sp, hp, n), n)
+
+
+def _search_loop(policy, reward, task, cfg: SearchConfig, s: SearchState, sp, hp,
+                 n: int) -> SearchState:
+    """Propose, score and select until every row is done (or ``task.max_steps + 1`` steps)."""
     max_iter = task.max_steps + 1
 
     def cond(s):
@@ -476,7 +556,62 @@ def _search_chunk(graphdef, params, rparams, prompts, prompt_len, gold, keys, sp
         s, idx, first = select(cfg, s, hp, n)
         return apply_selection(s, idx, first)
 
-    s = jax.lax.while_loop(cond, body, s)
+    return jax.lax.while_loop(cond, body, s)
+
+
+def _particle_gibbs(policy, reward, task, cfg: SearchConfig, s0: SearchState, sp, hp, n: int,
+                    key) -> _ChunkOut:
+    """Particle Gibbs (Puri et al. 2025, after Andrieu, Doucet & Holenstein 2010's conditional
+    SMC): ``cfg.sweeps`` particle filters of ``n`` particles from the same prefilled prompts.
+    In every sweep after the first, slot 0 of each problem replays a reference trajectory, drawn
+    from the previous sweep's particles by their importance weights ``softmax(logw)`` (uniform
+    after a final resampling), and resampling never replaces it (its slot keeps itself; the
+    other slots may copy it). The outputs hold every sweep's particles, sweep-major within each
+    problem (``N = sweeps * n`` rows), and the final pick is over all of them."""
+    b = s0.last.shape[0]
+    p = b // n
+    slot0 = jnp.arange(b) % n == 0
+
+    def sweep(ref_tokens, k):
+        s = s0.replace(dec=s0.dec.replace(key=jax.random.fold_in(key, k)),
+                       ref_tokens=ref_tokens, forced=slot0 & (k > 0))
+        s = _search_loop(policy, reward, task, cfg, s, sp, hp, n)
+        j = jax.random.categorical(jax.random.fold_in(key, cfg.sweeps + k),
+                                   s.logw.reshape(p, n), axis=-1)
+        ref = jnp.repeat(jnp.take(s.dec.tokens, jnp.arange(p) * n + j, axis=0), n, axis=0)
+        return ref, chunk_outputs(task, cfg, s.replace(ref_tokens=None, forced=None), n)
+
+    _, outs = jax.lax.scan(sweep, s0.dec.tokens, jnp.arange(cfg.sweeps))
+    return _merge_sweeps(cfg, outs, p)
+
+
+def _merge_sweeps(cfg: SearchConfig, outs: _ChunkOut, p: int) -> _ChunkOut:
+    """One chunk's outputs from ``[S, ...]`` per-sweep outputs: rows ``[P, S * n]`` (each
+    problem's sweeps in order), useful counters per row, executed counters summed over the
+    sweeps and divided by ``S`` (the collector charges them per row of the whole budget)."""
+    sweeps = cfg.sweeps
+
+    def rows(x):  # [S, P, n, ...] -> [P, S * n, ...]
+        x = jnp.moveaxis(x.reshape(sweeps, p, -1, *x.shape[3:]), 0, 1)
+        return x.reshape(p, -1, *x.shape[3:])
+
+    answers, w, valid = rows(outs.answers), rows(outs.weights), rows(outs.valid)
+    work = {}
+    for name in SearchWork.names():
+        v = getattr(outs.work, name)  # [S, B] or [S, 1]
+        if name == "iterations":
+            work[name] = v.sum(axis=0)
+        elif name in EXECUTED_COUNTERS:
+            work[name] = v.sum(axis=0).astype(jnp.float32) / sweeps
+        else:
+            work[name] = rows(v.reshape(sweeps, p, -1)).reshape(-1)
+    return _ChunkOut(chosen=pick(cfg, answers, w, valid), answers=answers, weights=w,
+                     valid=valid, tokens=rows(outs.tokens), length=rows(outs.length),
+                     work=SearchWork(**work))
+
+
+def chunk_outputs(task, cfg: SearchConfig, s: SearchState, n: int) -> _ChunkOut:
+    """A finished chunk's final picks, rows and work counters."""
     chosen, answers, w, valid = finish(task, cfg, s, n)
     work = SearchWork(
         dec_tokens=s.dec.useful_tokens, dec_ctx=s.dec.useful_ctx,
@@ -487,7 +622,8 @@ def _search_chunk(graphdef, params, rparams, prompts, prompt_len, gold, keys, sp
         look_rew_calls=s.look_rew_calls[None], iterations=s.step[None],
     )
     return _ChunkOut(chosen=chosen, answers=answers, weights=w, valid=valid,
-                     tokens=s.dec.tokens.reshape(prompts.shape[0], n, -1), work=work)
+                     tokens=s.dec.tokens.reshape(-1, n, s.dec.tokens.shape[1]),
+                     length=s.dec.length.reshape(-1, n), work=work)
 
 
 CHUNK_ROWS = 128
@@ -509,6 +645,7 @@ class SearchResult:
         cache_len: slots of the policy's KV cache.
         window: slots read per row by one reward-scoring call (1 for per-token scoring).
         reward_cache_len: slots of the reward model's KV cache.
+        scorer: a text scorer's work per problem (``reward=hf``; ``None`` otherwise).
     """
 
     chosen: np.ndarray
@@ -519,6 +656,27 @@ class SearchResult:
     cache_len: int
     window: int
     reward_cache_len: int
+    scorer: ScorerWork | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScorerWork:
+    """FLOPs of a text scorer (:class:`ttc.hub.session.ScoringSession`) in a search run, ``[P]``
+    per problem: each chunk's totals shared equally by its problems (padding included).
+
+    Attributes:
+        useful: the scored steps' new tokens at their own context, plus the prefix prefills.
+        executed: what the padded batches computed.
+        look_useful: the same for lookahead rollouts' ends (scored, not kept).
+        look_executed: their executed FLOPs.
+        rescored: rows re-scored from before their first step (tokens merged across it).
+    """
+
+    useful: np.ndarray
+    executed: np.ndarray
+    look_useful: np.ndarray
+    look_executed: np.ndarray
+    rescored: np.ndarray
 
 
 def run_search(
@@ -539,6 +697,8 @@ def run_search(
     max_rows: int = 4096,
     chunk_rows: int = CHUNK_ROWS,
     devices: int | None = None,
+    scorer=None,
+    questions: Sequence[str] | None = None,
 ) -> SearchResult:
     """Runs ``cfg`` with ``num_samples`` rows per problem, in fixed-size chunks of problems.
 
@@ -555,9 +715,16 @@ def run_search(
     side by side, one per device, in one call. A chunk's result is the same for any device count
     (same problems, same key). Where the chunks do not fill the last call, its spare devices
     re-run that call's last chunk; their executed work is charged to its problems.
+
+    With a text ``scorer`` (:class:`ttc.hub.reward.HubReward`, ``reward=hf``; ``reward`` then
+    has ``external`` set and ``questions`` holds each problem's text) the steps are scored on
+    the host between jitted steps (:func:`ttc.search.scored.search_chunk`), one chunk at a time
+    on one device.
     """
     hp = SearchParams.make() if hp is None else hp
-    cfg.width(num_samples)  # validates N vs M early
+    if cfg.method in ("beam", "dvts", "lookahead"):
+        cfg.width(num_samples)  # validates N vs M early
+    cfg.rows(num_samples)  # and N vs sweeps
     p = prompts.shape[0]
     rows_per_call = min(max_rows, max(chunk_rows, num_samples))
     per_chunk = max(1, min(p, rows_per_call // num_samples))
@@ -569,6 +736,13 @@ def run_search(
         ids = order[start:start + per_chunk]
         key, sub = jax.random.split(key)
         chunks.append((ids, np.concatenate([ids, np.full(per_chunk - len(ids), ids[-1])]), sub))
+    if scorer is not None:
+        from ttc.search import scored
+
+        return scored.run_chunks(
+            graphdef, params, reward, scorer, task, prompts, prompt_len, questions, chunks,
+            cfg=cfg, num_samples=num_samples, sampling=sampling, hp=hp, cache_len=cache_len,
+            collector=_Collector(p=p, per_chunk=per_chunk, num_samples=num_samples))
     d = min(resolve_devices(devices), len(chunks))
     pending = []
     for group, padded in device_groups(chunks, d):  # dispatch every call, then wait
@@ -621,8 +795,9 @@ class _Collector:
             self.cat[name] = np.zeros((self.p, *rows.shape[1:]), rows.dtype)
         self.cat[name][ids] = rows
 
-    def result(self, *, cache_len: int, window: int, reward_cache_len: int) -> SearchResult:
+    def result(self, *, cache_len: int, window: int, reward_cache_len: int,
+               scorer: ScorerWork | None = None) -> SearchResult:
         work = SearchWork(**{k: self.cat[k] for k in SearchWork.names()})
         return SearchResult(work=work, cache_len=cache_len, window=window,
-                            reward_cache_len=reward_cache_len,
+                            reward_cache_len=reward_cache_len, scorer=scorer,
                             **{k: self.cat[k] for k in _PER_PROBLEM})
