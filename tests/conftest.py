@@ -14,6 +14,14 @@ from ttc.models.transformer import TransformerConfig, create
 from ttc.tasks.arithmetic import ArithmeticTask
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``pytest -n auto`` (the default, ``pyproject.toml``): one worker per usable core, at most
+    4. Most tests compile small XLA programs on one thread, so two workers on two cores finish
+    the suite in a little over half the time; more than 4 would mostly repeat the session
+    fixtures (each worker trains its own tiny models)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 @pytest.fixture(scope="session")
 def task() -> ArithmeticTask:
     return ArithmeticTask(min_ops=1, max_ops=3, modulus=10)
