@@ -30,7 +30,8 @@ def test_each_method_is_declared_once_and_read_from_the_registry():
     with pytest.raises(ValueError, match="declared twice"):
         REG._index((REG.METHODS["bon"], REG.METHODS["bon"]))
     # the search loop, the pool estimators and the claims read the registry
-    assert LOOP_METHODS == REG.names(REG.KIND_SEARCH) == ("beam", "dvts", "lookahead", "particle")
+    assert LOOP_METHODS == REG.names(REG.KIND_SEARCH) == (
+        "beam", "dvts", "lookahead", "particle", "pgibbs", "tempering", "rebase")
     assert set(pool.POOL_METHODS) | set(pool.SCORED_METHODS) == set(REG.names(REG.KIND_POOL))
     assert not set(pool.POOL_METHODS) & set(pool.SCORED_METHODS)
     assert all(C.REG.is_search(n) for n in LOOP_METHODS) and not REG.is_search("bon")

@@ -116,7 +116,8 @@ def test_search_matches_python_reference(small_task, trained_policy, method):
     np.testing.assert_array_equal(chosen, majority_vote(answers, w, valid))
 
 
-@pytest.mark.parametrize("method", ["beam", "dvts", "lookahead", "particle", "rebase", "pgibbs"])
+@pytest.mark.parametrize("method", ["beam", "dvts", "lookahead", "particle", "rebase", "pgibbs",
+                                    "tempering"])
 def test_same_seed_same_result_and_no_retrace(small_task, trained_policy, method):
     task, pol = small_task, trained_policy
     ps = task.problems(6, seed=4, split="test")
@@ -279,6 +280,27 @@ def test_particle_gibbs_targets_the_posterior(small_task, trained_policy):
     tv = 0.5 * np.abs(pg - ref).sum(1)
     assert np.all(np.abs(pg - ref) <= 4 * np.sqrt(se_pg**2 + se_ref**2) + 0.015), (z.round(1), tv)
     assert np.all(tv < 0.1), tv
+
+
+def test_tempering_answers_from_its_temperature_one_chain(small_task, trained_policy):
+    """Parallel tempering: only the first chain's particles count in the final pick, which is
+    their weighted vote; every chain's work is charged; the chains are not copies."""
+    task, pol = small_task, trained_policy
+    n, chains = 8, 2
+    cfg = SearchConfig(method="tempering", chains=chains)
+    ps = task.problems(6, seed=4, split="test")
+    hp = SearchParams.make(ladder=4.0)
+    res = run_search(pol.graphdef, pol.params, _oracle(task, noise=0.3), None, task,
+                     ps.prompts, ps.prompt_len, ps.gold, cfg=cfg, num_samples=n * chains,
+                     sampling=SP, key=jax.random.key(2), hp=hp)
+    m = n
+    assert res.valid[:, :m].all() and not res.valid[:, m:].any()
+    np.testing.assert_array_equal(
+        res.chosen, np.asarray(majority_vote(jnp.asarray(res.answers), jnp.asarray(res.weights),
+                                             jnp.asarray(res.valid))))
+    assert (res.work.dec_tokens > 0).all()
+    # the hot chain's answers are not a copy of the cold chain's
+    assert (res.answers[:, :m] != res.answers[:, m:]).any()
 
 
 def _posterior_reference(task, pol, ps, spec, temp):

@@ -79,7 +79,8 @@ class MethodSpec:
         """The traced knobs of a search method (registry defaults where it takes none)."""
         return SearchParams.make(temperature=self._knob(REG.TEMPERATURE),
                                  ess_threshold=self._knob(REG.ESS_THRESHOLD),
-                                 balance_temperature=self._knob(REG.BALANCE_TEMPERATURE))
+                                 balance_temperature=self._knob(REG.BALANCE_TEMPERATURE),
+                                 ladder=self._knob(REG.LADDER))
 
     def _knob(self, p: REG.ParamSpec) -> float:
         return float(self.value(p.name) if p.name in self.method.param_names else p.default)
@@ -133,8 +134,8 @@ def check_budgets(spec: MethodSpec, search_budgets: Sequence[int]) -> None:
     Beam search, DVTS and lookahead search run ``N / M`` beams (or subtrees) of ``M =
     min(beam_width, N)`` rows at budget ``N``: a budget below ``beam_width`` runs with
     ``M = N``, and a budget of at least ``beam_width`` must be a multiple of it. Particle Gibbs
-    needs budgets that are multiples of ``sweeps``. Pool methods, particle filtering and REBASE
-    take any budget.
+    and parallel tempering take ``min(sweeps, N)`` sweeps and ``min(chains, N)`` chains, which
+    must divide ``N``. Pool methods, particle filtering and REBASE take any budget.
 
     Raises:
         ConfigError: a search budget is not a positive integer, or is not a multiple of the
@@ -144,14 +145,17 @@ def check_budgets(spec: MethodSpec, search_budgets: Sequence[int]) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"search_budgets must be positive integers, got "
                               f"{list(search_budgets)} ({n!r} is not)")
-    if spec.kind == REG.KIND_SEARCH and "sweeps" in spec.method.param_names:
-        k = int(spec.value("sweeps"))
-        bad = [n for n in search_budgets if n % k]
+    for key, what in (("sweeps", "particle Gibbs runs N / sweeps particles per sweep"),
+                      ("chains", "parallel tempering runs N / chains particles per chain")):
+        if spec.kind != REG.KIND_SEARCH or key not in spec.method.param_names:
+            continue
+        k = int(spec.value(key))
+        bad = [n for n in search_budgets if n % min(k, n)]
         if bad:
-            raise ConfigError(f"method {spec.label!r}: sweeps={k} does not divide search "
-                              f"budget(s) {bad} (search_budgets={list(search_budgets)}); particle "
-                              "Gibbs runs N / sweeps particles per sweep, so every search budget "
-                              "N must be a multiple of sweeps.")
+            raise ConfigError(f"method {spec.label!r}: {key}={k} does not divide search "
+                              f"budget(s) {bad} (search_budgets={list(search_budgets)}); {what}, "
+                              f"so every search budget N must be a multiple of {key}, or smaller "
+                              f"than it (then {key}=N).")
     if spec.kind != REG.KIND_SEARCH or "beam_width" not in spec.method.param_names:
         return
     m = int(spec.value("beam_width"))

@@ -186,7 +186,13 @@ SCHEME = ParamSpec(name="scheme", type=str, default="systematic", choices=SCHEME
 TEMPERATURE = ParamSpec(name="temperature", type=float, default=1.0, low=0.0, low_open=True,
                         doc="T in the particle weights softmax(logit(r) / T)")
 SWEEPS = ParamSpec(name="sweeps", type=int, default=2, low=1,
-                   doc="particle Gibbs: particle-filter sweeps; each has N / sweeps particles")
+                   doc="particle Gibbs: particle-filter sweeps, each of N / sweeps particles; "
+                       "min(sweeps, N) at search budget N")
+CHAINS = ParamSpec(name="chains", type=int, default=2, low=2,
+                   doc="parallel tempering: particle filters at different temperatures, each "
+                       "of N / chains particles; min(chains, N) at search budget N")
+LADDER = ParamSpec(name="ladder", type=float, default=2.0, low=1.0, low_open=True,
+                   doc="parallel tempering: chain c weighs by temperature T * ladder**c")
 BALANCE_TEMPERATURE = ParamSpec(
     name="balance_temperature", type=float, default=0.2, low=0.0, low_open=True,
     doc="T_b in REBASE's child allocation softmax(r / T_b) (lower: more to the best nodes)")
@@ -238,6 +244,13 @@ _DECLARED = (
            needs_reward=True, step_reward=True,
            summary="particle Gibbs: particle-filter sweeps, each after the first keeping a "
                    "reference trajectory drawn from the previous sweep; answer from all sweeps",
+           paper=PURI),
+    Method(name="tempering", kind=KIND_SEARCH,
+           params=(*_VERIFIER, FINAL, INCREMENTAL, SCHEME, TEMPERATURE, ESS_THRESHOLD, CHAINS,
+                   LADDER),
+           needs_reward=True, step_reward=True,
+           summary="parallel tempering: particle filters at temperatures T * ladder**c with "
+                   "Metropolis swaps between neighbours; answer from the temperature-T chain",
            paper=PURI),
     Method(name="rebase", kind=KIND_SEARCH, params=(*_VERIFIER, BALANCE_TEMPERATURE, FINAL),
            needs_reward=True, step_reward=True,

@@ -19,6 +19,13 @@ Methods (``SearchConfig.method``):
   test-time compute"): ``N/M`` independent subtrees of ``M`` rows; each keeps its best row.
 * ``lookahead`` — beam search whose candidates are scored at the end of a ``k``-step greedy
   (temperature 0) rollout (Snell et al. 2024, §5); rollout tokens are charged to the budget.
+* ``pgibbs`` — particle Gibbs (Puri et al. 2025): ``sweeps`` particle filters of
+  ``N / sweeps`` particles; each sweep after the first replays a reference trajectory drawn
+  from the previous sweep, which resampling never removes; the answer pools every sweep.
+* ``tempering`` — parallel tempering (Puri et al. 2025): ``chains`` particle filters of
+  ``N / chains`` particles at weight temperatures ``T * ladder**c``, neighbouring chains
+  exchanging particles by Metropolis swaps (:mod:`ttc.search.tempering`); the answer comes
+  from the temperature-``T`` chain.
 * ``rebase`` — reward-balanced search (Wu et al. 2024, "Inference Scaling Laws: An Empirical
   Analysis of Compute-Optimal Inference for Problem-Solving with Language Models"): finished
   rows keep their slot; the remaining width goes to the unfinished rows in proportion to
@@ -54,6 +61,7 @@ from ttc.parallel import device_groups, over_rows, resolve_devices
 from ttc.search.aggregate import best_of_n, majority_vote
 from ttc.search.rebase import ancestors, balanced_counts
 from ttc.search.resampling import ess, resample
+from ttc.search.tempering import swap_slots
 from ttc.tasks.stops import stop_rule
 
 METHODS = REG.names(REG.KIND_SEARCH)
@@ -65,7 +73,8 @@ class SearchConfig:
     """A step-level search method (hashable; static under jit).
 
     Attributes:
-        method: ``beam`` | ``dvts`` | ``lookahead`` | ``particle`` | ``rebase``.
+        method: ``beam`` | ``dvts`` | ``lookahead`` | ``particle`` | ``pgibbs`` |
+            ``tempering`` | ``rebase``.
         beam_width: ``M``, expansions per kept row (beam, lookahead) or rows per subtree (DVTS);
             capped at ``N`` (so ``N < M`` budgets still run).
         lookahead: greedy steps of the rollout (lookahead only).
@@ -73,7 +82,10 @@ class SearchConfig:
         final: ``weighted_majority`` or ``argmax``.
         incremental: particle filtering: accumulate log-weights between resampling events.
         scheme: particle filtering resampling scheme.
-        sweeps: particle Gibbs: sweeps of ``N / sweeps`` particles each.
+        sweeps: particle Gibbs: sweeps of ``N / sweeps`` particles each (``min(sweeps, N)``
+            sweeps at budget ``N``, as ``beam_width``).
+        chains: parallel tempering: chains of ``N / chains`` particles each (``min(chains, N)``
+            chains at budget ``N``).
     """
 
     method: str
@@ -84,6 +96,7 @@ class SearchConfig:
     incremental: bool = REG.INCREMENTAL.default
     scheme: str = REG.SCHEME.default
     sweeps: int = REG.SWEEPS.default
+    chains: int = REG.CHAINS.default
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -92,14 +105,27 @@ class SearchConfig:
                   REG.SCHEME):
             _check(p, getattr(self, p.name))
 
+    def n_sweeps(self, n: int) -> int:
+        """Particle Gibbs' sweeps at budget ``n``: ``min(sweeps, n)``, which must divide it (1
+        for the other methods)."""
+        k = min(self.sweeps, n) if self.method == "pgibbs" else 1
+        if n % k:
+            raise ValueError(f"budget N={n} is not a multiple of sweeps={k}")
+        return k
+
+    def n_chains(self, n: int) -> int:
+        """Parallel tempering's chains at budget ``n``: ``min(chains, n)``, which must divide it
+        (1 for the other methods)."""
+        c = min(self.chains, n) if self.method == "tempering" else 1
+        if n % c:
+            raise ValueError(f"budget N={n} is not a multiple of chains={c}")
+        return c
+
     def rows(self, n: int) -> int:
-        """Rows searched at once at budget ``n``: ``n / sweeps`` for particle Gibbs (which must
-        divide it), else ``n``."""
-        if self.method != "pgibbs":
-            return n
-        if n % self.sweeps:
-            raise ValueError(f"budget N={n} is not a multiple of sweeps={self.sweeps}")
-        return n // self.sweeps
+        """Rows searched at once at budget ``n``: ``n / sweeps`` for particle Gibbs, else ``n``
+        (parallel tempering: all its chains)."""
+        self.n_chains(n)
+        return n // self.n_sweeps(n)
 
     def width(self, n: int) -> int:
         """Effective ``M`` for budget ``n`` (``min(M, n)``; must divide ``n``)."""
@@ -118,25 +144,30 @@ class SearchParams:
         ess_threshold: resample when ``ESS < ess_threshold * N``, in ``[0, 1]`` (``1``: every
             step).
         balance_temperature: REBASE's ``T_b`` in the child allocation ``softmax(r / T_b)``.
+        ladder: parallel tempering: chain ``c`` weighs by temperature ``T * ladder**c``.
     """
 
     temperature: Float[Array, ""]
     ess_threshold: Float[Array, ""]
     balance_temperature: Float[Array, ""]
+    ladder: Float[Array, ""]
 
     @classmethod
     def make(cls, temperature: float = REG.TEMPERATURE.default,
              ess_threshold: float = REG.ESS_THRESHOLD.default,
-             balance_temperature: float = REG.BALANCE_TEMPERATURE.default) -> SearchParams:
+             balance_temperature: float = REG.BALANCE_TEMPERATURE.default,
+             ladder: float = REG.LADDER.default) -> SearchParams:
         """Checks the knobs (:data:`ttc.registry.TEMPERATURE`, :data:`ttc.registry.ESS_THRESHOLD`,
-        :data:`ttc.registry.BALANCE_TEMPERATURE`) and makes them traced scalars; ``ValueError``
-        if one is out of range."""
+        :data:`ttc.registry.BALANCE_TEMPERATURE`, :data:`ttc.registry.LADDER`) and makes them
+        traced scalars; ``ValueError`` if one is out of range."""
         _check(REG.TEMPERATURE, temperature)
         _check(REG.ESS_THRESHOLD, ess_threshold)
         _check(REG.BALANCE_TEMPERATURE, balance_temperature)
+        _check(REG.LADDER, ladder)
         return cls(temperature=jnp.asarray(temperature, jnp.float32),
                    ess_threshold=jnp.asarray(ess_threshold, jnp.float32),
-                   balance_temperature=jnp.asarray(balance_temperature, jnp.float32))
+                   balance_temperature=jnp.asarray(balance_temperature, jnp.float32),
+                   ladder=jnp.asarray(ladder, jnp.float32))
 
 
 def _check(p: REG.ParamSpec, value: object) -> None:
@@ -157,6 +188,7 @@ class SearchState:
     sum: Float[Array, " B"]
     count: Int[Array, " B"]
     logw: Float[Array, " B"]  # particle log-weights (incremental mode)
+    logit_sum: Float[Array, " B"]  # sum of the step scores' logits (tempering's energy)
     valid: Bool[Array, " B"]  # False for redundant copies of a finished row
     moved: Bool[Array, " B"]  # the row produced a new step in the latest iteration
     # lookahead rollout work (per slot), charged separately in the ledger
@@ -182,7 +214,8 @@ def gather_rows(s: SearchState, idx: Int[Array, " B"]) -> SearchState:
     rew = s.rew.replace(cache=jax.tree.map(take, s.rew.cache), length=take(s.rew.length))
     return s.replace(dec=dec, rew=rew, last=take(s.last), min=take(s.min),
                      logprod=take(s.logprod), sum=take(s.sum), count=take(s.count),
-                     logw=take(s.logw), valid=take(s.valid), moved=take(s.moved))
+                     logw=take(s.logw), logit_sum=take(s.logit_sum), valid=take(s.valid),
+                     moved=take(s.moved))
 
 
 def final_weights(s: SearchState, how: str) -> Float[Array, " B"]:
@@ -264,6 +297,7 @@ def record(s: SearchState, r: Float[Array, " B"], advanced: Bool[Array, " B"]) -
         min=jnp.where(advanced, jnp.minimum(s.min, r), s.min),
         logprod=s.logprod + adv * jnp.log(r),
         sum=s.sum + adv * r,
+        logit_sum=s.logit_sum + adv * (jnp.log(r) - jnp.log1p(-r)),
         count=s.count + advanced.astype(jnp.int32),
         moved=advanced,
         step=s.step + 1,
@@ -293,27 +327,8 @@ def select(cfg: SearchConfig, s: SearchState, hp: SearchParams, n: int):
     problem_done = jnp.all(done, axis=1, keepdims=True)
     base = (jnp.arange(p) * n)[:, None]
     ident = jnp.broadcast_to(jnp.arange(n)[None, :], (p, n))
-    if cfg.method in ("particle", "pgibbs"):
-        logit = jnp.log(s.last) - jnp.log1p(-s.last)
-        step_lw = (logit / hp.temperature).reshape(p, n)
-        if cfg.incremental:  # a finished particle receives no new evidence: weight factor 1
-            lw = s.logw.reshape(p, n) + jnp.where(s.moved.reshape(p, n), step_lw, 0.0)
-        else:  # Puri et al.: the weight is the latest step score (finished ones keep theirs)
-            lw = step_lw
-        key, sub = jax.random.split(s.dec.key)
-        need = (ess(lw) < hp.ess_threshold * n)[:, None] | (hp.ess_threshold >= 1.0)
-        # resample after every iteration in which some particle of the problem moved, the
-        # last one included (its weights matter); a settled problem is left alone
-        moved_any = jnp.any(s.moved.reshape(p, n), axis=1, keepdims=True)
-        need = need & moved_any
-        anc = jnp.where(need, resample(sub, lw, cfg.scheme), ident)
-        if s.forced is not None:  # conditional SMC: the reference keeps its slot
-            anc = jnp.where(s.forced.reshape(p, n), ident, anc)
-        # after resampling the offspring carry equal weight; otherwise weights accumulate
-        new_lw = jnp.where(need, 0.0, lw) if cfg.incremental else jnp.zeros_like(lw)
-        idx = (anc + base).reshape(b)
-        s = s.replace(dec=s.dec.replace(key=key), logw=new_lw.reshape(b))
-        return s, idx, jnp.ones((b,), bool)  # particle copies all stay valid
+    if cfg.method in PARTICLE_METHODS:
+        return _particle_select(cfg, s, hp, n, problem_done=problem_done)
     if cfg.method == "rebase":
         return s, *_rebase_select(s, hp, n, problem_done=problem_done)
     m = cfg.width(n)
@@ -329,6 +344,64 @@ def select(cfg: SearchConfig, s: SearchState, hp: SearchParams, n: int):
     first = (jnp.arange(n) % m == 0)[None, :] | problem_done
     idx = (anc + base).reshape(b)
     return s, idx, first.reshape(b)
+
+
+PARTICLE_METHODS = ("particle", "pgibbs", "tempering")
+"""The methods whose selection is particle resampling (:func:`_particle_select`)."""
+
+
+def _particle_select(cfg: SearchConfig, s: SearchState, hp: SearchParams, n: int, *,
+                     problem_done):
+    """Particle resampling within each of a problem's chains (one chain but for parallel
+    tempering, whose chain ``c`` weighs by ``T * ladder**c``), then tempering's swaps."""
+    b = s.last.shape[0]
+    c = cfg.n_chains(n)
+    m = n // c  # particles per chain
+    g = b // m  # chains in the batch
+    chain = jnp.arange(g) % c
+    temps = jnp.where(chain == 0, hp.temperature, hp.temperature * hp.ladder ** chain)
+    logit = jnp.log(s.last) - jnp.log1p(-s.last)
+    step_lw = logit.reshape(g, m) / temps[:, None]
+    if cfg.incremental:  # a finished particle receives no new evidence: weight factor 1
+        lw = s.logw.reshape(g, m) + jnp.where(s.moved.reshape(g, m), step_lw, 0.0)
+    else:  # Puri et al.: the weight is the latest step score (finished ones keep theirs)
+        lw = step_lw
+    key, sub = jax.random.split(s.dec.key)
+    need = (ess(lw) < hp.ess_threshold * m)[:, None] | (hp.ess_threshold >= 1.0)
+    # resample after every iteration in which some particle of the chain moved, the last one
+    # included (its weights matter); a settled chain is left alone
+    moved_any = jnp.any(s.moved.reshape(g, m), axis=1, keepdims=True)
+    need = need & moved_any
+    ident = jnp.broadcast_to(jnp.arange(m)[None, :], (g, m))
+    anc = jnp.where(need, resample(sub, lw, cfg.scheme), ident)
+    if s.forced is not None:  # conditional SMC: the reference keeps its slot
+        anc = jnp.where(s.forced.reshape(g, m), ident, anc)
+    # after resampling the offspring carry equal weight; otherwise weights accumulate
+    new_lw = jnp.where(need, 0.0, lw) if cfg.incremental else jnp.zeros_like(lw)
+    idx = (anc + (jnp.arange(g) * m)[:, None]).reshape(b)
+    if c > 1:
+        key, sub = jax.random.split(key)
+        idx, new_lw = _swap(cfg, s, idx, new_lw, logit, sub, temps[:c], c, m,
+                            settled=problem_done[:, 0], resampled=need.reshape(-1, c))
+    s = s.replace(dec=s.dec.replace(key=key), logw=new_lw.reshape(b))
+    return s, idx, jnp.ones((b,), bool)  # particle copies all stay valid
+
+
+def _swap(cfg: SearchConfig, s: SearchState, idx, lw, logit, key, temps, c: int, m: int, *,
+          settled, resampled):
+    """Parallel tempering's swap round (:func:`ttc.search.tempering.swap_slots`) on the
+    resampled population: slot ``(chain, j)`` takes the state of slot ``(source, j)``. The
+    energy is the particle's summed step logits (incremental weights) or its latest step's;
+    with incremental weights a problem swaps only when all its chains have just resampled
+    (equal weights within each chain)."""
+    p = idx.shape[0] // (c * m)
+    energy = s.logit_sum if cfg.incremental else logit
+    e = jnp.take(energy, idx).reshape(p, c, m)
+    active = ~settled & (jnp.all(resampled, axis=1) if cfg.incremental else True)
+    source, _ = swap_slots(key, e, 1.0 / temps, s.step % 2, active)
+    idx = jnp.take_along_axis(idx.reshape(p, c, m), source, axis=1).reshape(-1)
+    lw = jnp.take_along_axis(lw.reshape(p, c, m), source, axis=1)
+    return idx, lw
 
 
 def _rebase_select(s: SearchState, hp: SearchParams, n: int, *, problem_done):
@@ -410,7 +483,7 @@ def init_search(policy, reward, task, prompts, prompt_len, key, *, n: int, cache
     zf, zi = jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.int32)
     return SearchState(
         dec=dec, rew=rew, last=jnp.full((b,), 0.5), min=jnp.ones((b,)), logprod=zf, sum=zf,
-        count=zi, logw=zf, valid=jnp.ones((b,), bool), moved=jnp.zeros((b,), bool),
+        count=zi, logw=zf, logit_sum=zf, valid=jnp.ones((b,), bool), moved=jnp.zeros((b,), bool),
         look_tokens=zi, look_ctx=zf,
         look_rew_tokens=zi, look_rew_ctx=zf, look_steps=jnp.zeros((), jnp.int32),
         look_rew_calls=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32),
@@ -424,6 +497,8 @@ def finish(task, cfg: SearchConfig, s: SearchState, n: int):
     answers = task.extract_answer(s.dec.tokens, s.dec.prompt_len).reshape(p, n)
     w = final_weights(s, cfg.aggregation).reshape(p, n)
     valid = s.valid.reshape(p, n)
+    if cfg.method == "tempering":  # the answer comes from the temperature-T chain
+        valid = valid & (jnp.arange(n) < n // cfg.n_chains(n))[None, :]
     return pick(cfg, answers, w, valid), answers, w, valid
 
 
@@ -539,7 +614,8 @@ def _search_chunk(graphdef, params, rparams, prompts, prompt_len, gold, keys, sp
     policy = (graphdef, params, rparams, gold_rows)
     s = init_search(policy, reward, task, prompts, prompt_len, key, n=n, cache_len=cache_len)
     if cfg.method == "pgibbs":
-        return _particle_gibbs(policy, reward, task, cfg, s, sp, hp, n, key)
+        return _particle_gibbs(policy, reward, task, cfg, s, sp, hp, n, key,
+                               sweeps=cfg.n_sweeps(num_samples))
     return chunk_outputs(task, cfg, _search_loop(policy, reward, task, cfg, s, sp, hp, n), n)
 
 
@@ -560,9 +636,9 @@ def _search_loop(policy, reward, task, cfg: SearchConfig, s: SearchState, sp, hp
 
 
 def _particle_gibbs(policy, reward, task, cfg: SearchConfig, s0: SearchState, sp, hp, n: int,
-                    key) -> _ChunkOut:
+                    key, *, sweeps: int) -> _ChunkOut:
     """Particle Gibbs (Puri et al. 2025, after Andrieu, Doucet & Holenstein 2010's conditional
-    SMC): ``cfg.sweeps`` particle filters of ``n`` particles from the same prefilled prompts.
+    SMC): ``sweeps`` particle filters of ``n`` particles from the same prefilled prompts.
     In every sweep after the first, slot 0 of each problem replays a reference trajectory, drawn
     from the previous sweep's particles by their importance weights ``softmax(logw)`` (uniform
     after a final resampling), and resampling never replaces it (its slot keeps itself; the
@@ -576,20 +652,19 @@ def _particle_gibbs(policy, reward, task, cfg: SearchConfig, s0: SearchState, sp
         s = s0.replace(dec=s0.dec.replace(key=jax.random.fold_in(key, k)),
                        ref_tokens=ref_tokens, forced=slot0 & (k > 0))
         s = _search_loop(policy, reward, task, cfg, s, sp, hp, n)
-        j = jax.random.categorical(jax.random.fold_in(key, cfg.sweeps + k),
+        j = jax.random.categorical(jax.random.fold_in(key, sweeps + k),
                                    s.logw.reshape(p, n), axis=-1)
         ref = jnp.repeat(jnp.take(s.dec.tokens, jnp.arange(p) * n + j, axis=0), n, axis=0)
         return ref, chunk_outputs(task, cfg, s.replace(ref_tokens=None, forced=None), n)
 
-    _, outs = jax.lax.scan(sweep, s0.dec.tokens, jnp.arange(cfg.sweeps))
-    return _merge_sweeps(cfg, outs, p)
+    _, outs = jax.lax.scan(sweep, s0.dec.tokens, jnp.arange(sweeps))
+    return _merge_sweeps(cfg, outs, p, sweeps)
 
 
-def _merge_sweeps(cfg: SearchConfig, outs: _ChunkOut, p: int) -> _ChunkOut:
+def _merge_sweeps(cfg: SearchConfig, outs: _ChunkOut, p: int, sweeps: int) -> _ChunkOut:
     """One chunk's outputs from ``[S, ...]`` per-sweep outputs: rows ``[P, S * n]`` (each
     problem's sweeps in order), useful counters per row, executed counters summed over the
     sweeps and divided by ``S`` (the collector charges them per row of the whole budget)."""
-    sweeps = cfg.sweeps
 
     def rows(x):  # [S, P, n, ...] -> [P, S * n, ...]
         x = jnp.moveaxis(x.reshape(sweeps, p, -1, *x.shape[3:]), 0, 1)
