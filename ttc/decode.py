@@ -32,7 +32,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from ttc.models.interface import Cache
-from ttc.parallel import over_rows, resolve_devices
+from ttc.parallel import fetch, over_rows, resolve_devices
 from ttc.tasks.stops import StopRule, stop_rule
 
 
@@ -731,7 +731,7 @@ def generate_solutions(
             jnp.asarray(idx, jnp.int32), jnp.asarray(n_valid, jnp.int32), key, sampling,
             task=task, num_samples=n, slots=b, group=group, devices=d,
         )
-        o = jax.device_get(o)
+        o = fetch(o)
         for f in fields:
             v = o[f]
             res[f][idx[valid]] = v.reshape(per_chunk, n, *v.shape[1:])[valid]

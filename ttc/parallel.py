@@ -174,6 +174,17 @@ def _row_specs(fn: Callable, split: Collection[str]) -> tuple[PartitionSpec, ...
     return tuple(PartitionSpec(ROWS) if n in split else PartitionSpec() for n in names)
 
 
+def fetch(tree: T) -> T:
+    """``jax.device_get(tree)`` after ``jax.block_until_ready(tree)``.
+
+    Fetch every result of a computation that runs host callbacks (the text tasks' answer
+    extraction, :mod:`ttc.tasks.text`) this way. Converting a still-running sharded result to
+    numpy (``device_get`` alone) deadlocked here now and then: the main thread waited for the
+    computation while the device threads' callbacks waited for the interpreter (every thread
+    blocked, no CPU used). ``block_until_ready`` waits with the interpreter released."""
+    return jax.device_get(jax.block_until_ready(tree))
+
+
 def device_groups(items: Sequence[T], devices: int) -> Iterator[tuple[list[T], list[T]]]:
     """Consecutive groups of ``devices`` items, one per device of an :func:`over_rows` call:
     ``(group, padded)``, ``padded`` filled up to ``devices`` items by repeating the group's last

@@ -38,6 +38,7 @@ from ttc.decode import SamplingParams, generate_solutions
 from ttc.metrics import roc_auc, within_group_auc
 from ttc.models import PolicyConfig, create
 from ttc.models.reward import score_logits
+from ttc.parallel import fetch
 from ttc.tasks.base import Task
 from ttc.tasks.stops import stop_rule
 from ttc.train import TrainConfig, cache_key, make_optimizer, train_step
@@ -88,8 +89,8 @@ def _step_ends(task: Task, tokens, prompt_len, length):
 def _exact_verdicts(task: Task, tokens, prompt_len, ends, mask, gold):
     f = jax.jit(lambda t, pl, e, g: jax.vmap(lambda ee: task.prefix_correct(t, pl, ee + 1, g),
                                              in_axes=1, out_axes=1)(e))
-    return np.asarray(f(jnp.asarray(tokens), jnp.asarray(prompt_len), jnp.asarray(ends),
-                        jnp.asarray(gold))) & mask
+    return np.asarray(fetch(f(jnp.asarray(tokens), jnp.asarray(prompt_len), jnp.asarray(ends),
+                              jnp.asarray(gold)))) & mask
 
 
 def monte_carlo_labels(policy: LoadedModel, task: Task, cfg: LabelConfig, *, split: str = "train",

@@ -17,7 +17,7 @@ from ttc.decode import TRACE_COUNTS, Samples
 from ttc.errors import ConfigError
 from ttc.methods import MethodSpec
 from ttc.models.interface import PolicyConfig
-from ttc.parallel import device_groups, over_rows, resolve_devices
+from ttc.parallel import device_groups, fetch, over_rows, resolve_devices
 from ttc.tasks.base import ProblemSet, Task
 from ttc.tasks.stops import stop_rule
 
@@ -169,7 +169,7 @@ def score_pool(src: RewardSource, task: Task, samples: Samples, problems: Proble
                              jnp.asarray(length[idx]), jnp.asarray(gold[idx]),
                              jnp.stack([c[1] for c in padded]), spec=src.spec, task=task,
                              devices=d)
-        sc, mk = np.asarray(sc), np.asarray(mk)
+        sc, mk = fetch((sc, mk))
         for j, (_, _, keep) in enumerate(group):
             outs.append(sc[j * chunk:j * chunk + keep])
             masks.append(mk[j * chunk:j * chunk + keep])

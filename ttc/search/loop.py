@@ -57,7 +57,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ttc import registry as REG
 from ttc import rewards as R
 from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode_with, prefill
-from ttc.parallel import device_groups, over_rows, resolve_devices
+from ttc.parallel import device_groups, fetch, over_rows, resolve_devices
 from ttc.search.aggregate import best_of_n, majority_vote
 from ttc.search.rebase import ancestors, balanced_counts
 from ttc.search.resampling import ess, resample
@@ -829,7 +829,7 @@ def run_search(
             num_samples=num_samples, cache_len=cache_len, devices=d)))
     col = _Collector(p=p, per_chunk=per_chunk, num_samples=num_samples)
     for group_ids, out in pending:
-        out = jax.device_get(out)
+        out = fetch(out)
         for j, ids in enumerate(group_ids):  # the repeats' executed work goes to the last chunk
             col.add(out, j, d, ids, repeats=d - j if j == len(group_ids) - 1 else 1)
     return col.result(cache_len=cache_len, window=reward.slots,

@@ -32,6 +32,7 @@ from ttc import rewards as R
 from ttc.decode import SamplingParams
 from ttc.evaluate.sources import solution_steps
 from ttc.hub.session import ScoringSession
+from ttc.parallel import fetch
 from ttc.search import loop as L
 from ttc.tasks.stops import stop_rule
 
@@ -141,7 +142,7 @@ def run_chunks(graphdef, params, reward, scorer, task, prompts, prompt_len, ques
             graphdef, params, reward, scorer, task, prompts[padded], prompt_len[padded],
             [questions[i] for i in padded], key, cfg=cfg, num_samples=num_samples,
             sampling=sampling, hp=hp, cache_len=cache_len)
-        collector.add(jax.device_get(out), 0, 1, ids, repeats=1)
+        collector.add(fetch(out), 0, 1, ids, repeats=1)
         share = 1.0 / len(ids)
         f, g = session.flops, session.peek_flops
         for k, v in (("useful", f.useful), ("executed", f.executed),
