@@ -17,9 +17,9 @@ from ttc.cli.common import CONF_DIR
 from ttc.cli.run import run
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    """A 2-layer GQA Llama with random weights and a BPE tokenizer trained on GSM8K text."""
+def tiny_llama(path, edit=None):
+    """Saves a 2-layer GQA Llama with random weights and a BPE tokenizer trained on GSM8K text
+    at ``path``; ``edit(model, tokenizer)`` may change the weights first."""
     texts = [json.loads(x)["question"] for x in _lines("train.jsonl", 200)]
     tok = _bpe(texts)
     torch.manual_seed(0)
@@ -28,10 +28,18 @@ def hf_dir(tmp_path_factory):
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=tok.pad_token_id)
     model = transformers.LlamaForCausalLM(cfg).float()
-    path = tmp_path_factory.mktemp("hf") / "tiny-llama"
+    if edit is not None:
+        with torch.no_grad():
+            edit(model, tok)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A 2-layer GQA Llama with random weights and a BPE tokenizer trained on GSM8K text."""
+    return tiny_llama(tmp_path_factory.mktemp("hf") / "tiny-llama")
 
 
 @pytest.fixture(scope="module")

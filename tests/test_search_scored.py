@@ -13,16 +13,11 @@ search charges its rollouts' scoring apart.
 
 from __future__ import annotations
 
-import json
-
 import jax
 import numpy as np
 import pytest
-import torch
-import transformers
-from test_hub_reward import FAST_COMPILE, QwenPRM, _tokenizer
-from test_run_hf import _cfg, test_file  # noqa: F401 (fixture)
-from test_text_tasks import _bpe, _lines
+from test_hub_reward import FAST_COMPILE
+from test_run_hf import _cfg, prm_dir, test_file, tiny_llama  # noqa: F401 (fixtures)
 
 from ttc.cli.run import run
 from ttc.decode import SamplingParams
@@ -41,44 +36,26 @@ now and then."""
 @pytest.fixture(scope="module")
 def steppy_dir(tmp_path_factory):
     """A 2-layer random Llama that writes ``"\\n"`` often and ``EOS`` now and then."""
-    texts = [json.loads(x)["question"] for x in _lines("train.jsonl", 200)]
-    tok = _bpe(texts)
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=tok.pad_token_id)
-    model = transformers.LlamaForCausalLM(cfg).float()
-    (newline,) = set(tok.convert_tokens_to_ids(tok.tokenize("\n\n")))  # "\n" "\n"
-    with torch.no_grad():  # dimension 0 of the residual stream: a constant the head reads
+
+    def edit(model, tok):  # dimension 0 of the residual stream: a constant the head reads
+        (newline,) = set(tok.convert_tokens_to_ids(tok.tokenize("\n\n")))  # "\n" "\n"
         model.model.embed_tokens.weight[:, 0] = 5.0
         model.lm_head.weight[:, 0] = 0.0
         model.lm_head.weight[newline, 0] = NEWLINE
         model.lm_head.weight[tok.eos_token_id, 0] = EOS
-    path = tmp_path_factory.mktemp("steppy") / "tiny-llama"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
-
-@pytest.fixture(scope="module")
-def prm_dir(tmp_path_factory):
-    tok = _tokenizer()
-    path = tmp_path_factory.mktemp("prm") / "tiny-qwen-prm"
-    QwenPRM(len(tok), seed=2).save(path)
-    tok.save_pretrained(path)
-    return path
+    return tiny_llama(tmp_path_factory.mktemp("steppy") / "tiny-llama", edit)
 
 
 SEARCH = "[{name:beam,reward:prm},{name:dvts,reward:prm},{name:particle,reward:prm}," \
          "{name:lookahead,reward:prm,lookahead:1}]"
 
 
-def _args(steppy_dir, data, prm_dir):
+def _args(steppy_dir, data, prm):
     return ["policy=hf", f"policy.path={steppy_dir}", "task=gsm8k", f"task.path={data}",
             "task.max_new_tokens=40", "task.max_steps=4", "eval.n_problems=3",
             "budgets=[1]", "search_budgets=[4]", f"methods={SEARCH}", "reward=hf",
-            f"reward.path={prm_dir}", "reward.format=qwen_prm"]
+            f"reward.path={prm}", "reward.format=qwen_prm"]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +78,7 @@ def test_search_methods_with_a_pretrained_prm(searched):
 
 
 @pytest.mark.parametrize("method", ["beam", "particle", "lookahead"])
-def test_final_weights_are_the_prms_scores_of_the_final_rows(searched, prm_dir, method):
+def test_final_weights_are_the_prms_scores_of_the_final_rows(searched, prm_dir, method):  # noqa: F811
     """After the whole search (selections included), each row's final ``last`` weight is the
     PRM's score of that row's final text, scored whole; rows have several steps; one seed
     gives the same rows twice."""

@@ -486,15 +486,9 @@ class HubReward:
 
     def _chunks(self, rows: list[_Row]) -> list[list[_Row]]:
         """Consecutive runs of length-sorted rows within the row and token budgets."""
-        chunks: list[list[_Row]] = []
-        for r in rows:
-            width = _round_up(len(r.ids) - r.start, _WIDTH)
-            if chunks and len(chunks[-1]) < self.chunk_rows and (
-                    _bucket(len(chunks[-1]) + 1, self.chunk_rows) * width <= self.chunk_tokens):
-                chunks[-1].append(r)
-            else:
-                chunks.append([r])
-        return chunks
+        groups = pack_chunks([len(r.ids) - r.start for r in rows], rows=self.chunk_rows,
+                             tokens=self.chunk_tokens)
+        return [[rows[i] for i in g] for g in groups]
 
     def _run_chunk(self, cache: Cache, pad: int, chunk: list[_Row],
                    slot: Mapping[int, int]) -> Float[Array, "B K"]:
@@ -522,6 +516,21 @@ class HubReward:
                         for r in chunk)
         f.rows += len(chunk)
         f.full_rows += sum(r.start == 0 for r in chunk)
+
+
+def pack_chunks(lengths: Sequence[int], *, rows: int, tokens: int) -> list[list[int]]:
+    """Indices of consecutive runs of (length-sorted) items, each run at most ``rows`` long and
+    at most ``tokens`` in ``bucket(rows) * width`` (``width`` the run's last length rounded up
+    to a multiple of 16)."""
+    chunks: list[list[int]] = []
+    for i, n in enumerate(lengths):
+        width = _round_up(n, _WIDTH)
+        if chunks and len(chunks[-1]) < rows and (
+                _bucket(len(chunks[-1]) + 1, rows) * width <= tokens):
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
 
 
 def _round_up(n: int, m: int) -> int:

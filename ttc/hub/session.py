@@ -49,6 +49,7 @@ from ttc.hub.reward import (
     _read_positions,
     _round_up,
     _strip,
+    pack_chunks,
 )
 from ttc.models.interface import Cache
 
@@ -172,9 +173,11 @@ class ScoringSession:
             jobs.append((r, ids, read, start))
         out = np.zeros(len(rows))
         order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][1]) - jobs[j][3])
-        for chunk in self._chunks([jobs[j] for j in order], order):
-            probs = self._run([jobs[j] for j in chunk], commit=commit)
-            out[chunk] = probs
+        rw = self.reward
+        for group in pack_chunks([len(jobs[j][1]) - jobs[j][3] for j in order],
+                                 rows=rw.chunk_rows, tokens=rw.chunk_tokens):
+            chunk = [order[i] for i in group]
+            out[chunk] = self._run([jobs[j] for j in chunk], commit=commit)
         return out
 
     def gather(self, idx: np.ndarray) -> None:
@@ -189,20 +192,6 @@ class ScoringSession:
         self.prefix_len = [self.prefix_len[i] for i in idx]
 
     # -- batches
-
-    def _chunks(self, jobs: list, order: list[int]) -> list[list[int]]:
-        """Consecutive runs of the length-sorted jobs within the reward's row/token budgets
-        (indices into the caller's rows)."""
-        rw = self.reward
-        chunks: list[list[int]] = []
-        for j, (_, ids, _, start) in zip(order, jobs, strict=True):
-            width = _round_up(len(ids) - start, _WIDTH)
-            if chunks and len(chunks[-1]) < rw.chunk_rows and (
-                    _bucket(len(chunks[-1]) + 1, rw.chunk_rows) * width <= rw.chunk_tokens):
-                chunks[-1].append(j)
-            else:
-                chunks.append([j])
-        return chunks
 
     def _grow(self, need: int) -> None:
         if need <= self.slots:
