@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ttc import registry as REG
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "scripts" / "bench.py"
 
@@ -50,8 +52,9 @@ def _check_report(report: dict, *, hf_expected: bool | None,
     assert set(report["sections"]) == set(sections)
     if "methods" in sections:
         methods = report["sections"]["methods"]
-        assert [r["impl"] for r in methods] == ["best_of_n", "beam", "dvts", "lookahead",
-                                                "particle"]
+        # best-of-N, then every registered search method, in the registry's order
+        assert [r["impl"] for r in methods] == ["best_of_n", *REG.names(REG.KIND_SEARCH)]
+        assert {"beam", "dvts", "lookahead", "particle"} <= set(REG.names(REG.KIND_SEARCH))
         for r in methods:
             assert r["s_per_token"] > 0 and r["rel_to_bon"] > 0
             assert 0 < r["useful_over_executed"] <= 1

@@ -113,6 +113,12 @@ CASES = [
     ("run", "+foo=1", "foo"),
     ("run", "+save_to={tmp}/copy", "save_to"),
     ("train", "+save_to={file}/copy", "save_to"),
+    # methods a pretrained policy cannot run on a text task
+    ("run", "policy=hf policy.path={model} task=gsm8k task.path={data} eval.n_problems=1 "
+     "methods=[{name:pgibbs,reward:oracle}]", "methods[0]"),
+    ("run", "policy=hf policy.path={model} task=gsm8k task.path={data} eval.n_problems=1 "
+     "reward=hf reward.path={model} reward.format=qwen_prm "
+     "methods=[{name:pgibbs,reward:prm}]", "methods[0]"),
 ]
 
 
@@ -122,7 +128,12 @@ def paths(tmp_path):
     short = tmp_path / "short"
     (short / "params").mkdir(parents=True)
     (short / "meta.json").write_text(json.dumps({"model": {"vocab_size": 19, "max_len": 10}}))
-    return {"tmp": tmp_path, "file": tmp_path / "file", "short": short}
+    model, data = tmp_path / "model", tmp_path / "test.jsonl"  # a pretrained policy's files
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    data.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    return {"tmp": tmp_path, "file": tmp_path / "file", "short": short, "model": model,
+            "data": data}
 
 
 def _compose(paths, overrides: str):
@@ -148,7 +159,8 @@ def test_mistake_exits_2_naming_the_key(paths, capsys, entry, overrides, key):
     assert key in err
     assert not (paths["tmp"] / "run").exists()
     assert not (paths["tmp"] / "ckpt").exists()
-    assert sorted(p.name for p in paths["tmp"].iterdir()) == ["file", "short"]
+    assert sorted(p.name for p in paths["tmp"].iterdir()) == ["file", "model", "short",
+                                                              "test.jsonl"]
 
 
 def test_at_least_forty_mistakes_across_every_group():

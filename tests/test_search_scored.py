@@ -89,10 +89,11 @@ def test_final_weights_are_the_prms_scores_of_the_final_rows(searched, prm_dir, 
     n = 4
 
     def search(seed: int):
-        res, _ = scored.search_chunk(
+        res = scored.search_chunk(
             policy.graphdef, policy.params,
-            RewardSpec(kind="prm", graphdef=rm.graphdef, external=True), rm, task,
-            ps.prompts, ps.prompt_len, ps.texts, jax.random.key(seed), cfg=cfg,
+            RewardSpec(kind="prm", graphdef=rm.graphdef, external=True),
+            scored.HubSteps(rm, task, ps.texts, n), task,
+            ps.prompts, ps.prompt_len, jax.random.key(seed), cfg=cfg,
             num_samples=n, sampling=SamplingParams.make(1.0), hp=SearchParams.make(),
             cache_len=task.max_prompt_len + task.max_solution_len)
         return jax.device_get(res)

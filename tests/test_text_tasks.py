@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ttc.rewards import step_verdicts
 from ttc.tasks import INVALID_ANSWER, Task, Tokenizer, make_task, make_text_task
+from ttc.tasks.base import answers_on_host, traced_answers
 from ttc.tasks.hf_tokenizer import HFTokenizer, step_end, step_tables_of, stop_ids_of
 from ttc.tasks.text import TextTask, default_system_prompt, gsm8k_task, jsonl_task, math_task
 
@@ -309,7 +311,7 @@ def test_missing_file_and_missing_field_errors_name_the_path_line_and_field(tok,
         jsonl_task(tok, str(bad), question_field="q", answer_field="a", answer_format="latex")
 
 
-def test_extract_answer_under_jit_and_vmap(gsm):
+def test_extract_answer_on_host_arrays_of_any_leading_shape(gsm):
     ps = gsm.problems(3, seed=0, split="test")
     gold0 = int(ps.answers[0])  # 18
     texts = ["Janet sells 9 eggs.\n\nThe answer is: 18",
@@ -318,34 +320,51 @@ def test_extract_answer_under_jit_and_vmap(gsm):
              "I do not know.",
              "Total: $1,000.\n\nThe answer is 1000.",
              "#### 1000"]
-    tokens, pl, _ = _rows(gsm, ps, texts, [0, 0, 0, 0, 1, 2])
-    ids = jax.jit(gsm.extract_answer)(tokens, pl)
-    assert ids.dtype == jnp.int32
+    tokens, pl, _ = map(np.asarray, _rows(gsm, ps, texts, [0, 0, 0, 0, 1, 2]))
+    ids = gsm.extract_answer(tokens, pl)
+    assert ids.dtype == np.int32
     ids = ids.tolist()
     assert ids[:3] == [gold0] * 3 and ids[3] == INVALID_ANSWER
     assert ids[4] == ids[5] >= 0 and ids[4] != gold0  # equivalent answers across rows
-    batched = jax.jit(jax.vmap(gsm.extract_answer))(jnp.stack([tokens, tokens[::-1]]),
-                                                    jnp.stack([pl, pl[::-1]]))
+    batched = gsm.extract_answer(np.stack([tokens, tokens[::-1]]), np.stack([pl, pl[::-1]]))
     assert batched.tolist() == [ids, ids[::-1]]
-    shared = jax.jit(jax.vmap(gsm.extract_answer, in_axes=(None, 0)))(tokens, jnp.stack([pl, pl]))
+    shared = gsm.extract_answer(tokens[None], np.stack([pl, pl]))  # leading axes broadcast
     assert shared.tolist() == [ids, ids]
+    assert gsm.extract_answer(*_rows(gsm, ps, texts, [0, 0, 0, 0, 1, 2])[:2]).tolist() == ids
+
+
+def test_text_answers_are_host_work_refused_under_jit(gsm):
+    """A text task's answers decode text on the host: the jitted samplers leave them out
+    (``answers_on_host``) and a traced call is a clear error, not a host callback."""
+    ps = gsm.problems(1, seed=0, split="test")
+    tokens, pl, length = _rows(gsm, ps, ["The answer is: 18"], [0])
+    assert answers_on_host(gsm)
+    with pytest.raises(TypeError, match="host work"):
+        jax.jit(gsm.extract_answer)(tokens, pl)
+    with pytest.raises(TypeError, match="host work"):
+        jax.jit(gsm.prefix_correct)(tokens, pl, length, jnp.asarray(ps.gold))
+    placeholder = jax.jit(lambda t, p: traced_answers(gsm, t, p))(tokens, pl)
+    assert placeholder.tolist() == [INVALID_ANSWER]
+    assert hash(gsm) == hash(gsm) and gsm == gsm
 
 
 def test_prefix_correct_is_an_outcome_oracle(gsm, tok):
     ps = gsm.problems(2, seed=0, split="test")
-    gold = jnp.asarray(ps.gold[[0, 0, 0, 1]])
+    gold = ps.gold[[0, 0, 0, 1]]
     texts = ["9 eggs.\n\nThe answer is: 18", "9 eggs.\n\nThe answer is: 17",
              "I am not sure.", "The answer is: 3"]
-    tokens, pl, length = _rows(gsm, ps, texts, [0, 0, 0, 1])
-    f = jax.jit(gsm.prefix_correct)
+    tokens, pl, length = map(np.asarray, _rows(gsm, ps, texts, [0, 0, 0, 1]))
+    f = gsm.prefix_correct
     assert f(tokens, pl, length, gold).tolist() == [True, False, False, True]  # finished rows
     assert f(tokens, pl, length - 1, gold).tolist() == [True] * 4  # unfinished: True
     assert f(tokens, pl, pl, gold).tolist() == [True] * 4  # empty prefix
-    ends = jnp.stack([pl + 2, length - 1, length], axis=1)  # as the oracle PRM vmaps it
-    per_step = jax.jit(jax.vmap(lambda e: gsm.prefix_correct(tokens, pl, e, gold), in_axes=1,
-                                out_axes=1))(ends)
-    assert per_step.tolist() == [[True, True, True], [True, True, False],
-                                 [True, True, False], [True, True, True]]
+    ends = np.stack([pl + 2, length - 1, length], axis=1)  # every step end of a row at once
+    want = [[True, True, True], [True, True, False], [True, True, False], [True, True, True]]
+    assert f(tokens[:, None], pl[:, None], ends, gold[:, None]).tolist() == want
+    # the oracle's step verdicts (ends are last-token positions there; masked steps False)
+    mask = np.array([[True, True, True]] * 3 + [[True, True, False]])
+    got = step_verdicts(gsm, tokens, pl, ends - 1, mask, gold)
+    assert got.tolist() == (np.array(want) & mask).tolist()
 
 
 def test_check_steps_marks_every_step_with_the_final_verdict(gsm):
@@ -362,16 +381,7 @@ def test_a_truncated_gold_keeps_its_answer_id(tok, small_train):
     gold = task.records("test")[0].answer
     tokens, pl, length = _rows(task, ps, [f"The answer is: {gold}"], [0])
     tokens = jnp.pad(tokens, ((0, 0), (0, 16)), constant_values=tok.PAD)  # longer than budget
-    assert jax.jit(task.prefix_correct)(tokens, pl, length, jnp.asarray(ps.gold)).tolist() == [
-        True]
-
-
-def test_the_task_is_a_hashable_static_argument(gsm):
-    ps = gsm.problems(1, seed=0, split="test")
-    tokens, pl, _ = _rows(gsm, ps, ["The answer is: 18"], [0])
-    f = jax.jit(lambda task, t, p: task.extract_answer(t, p), static_argnums=0)
-    assert f(gsm, tokens, pl).tolist() == [int(ps.answers[0])]
-    assert hash(gsm) == hash(gsm) and gsm == gsm
+    assert task.prefix_correct(tokens, pl, length, ps.gold).tolist() == [True]
 
 
 # ---- MATH and generic JSONL ----------------------------------------------------------------------
@@ -392,12 +402,12 @@ def test_math_task_from_a_jsonl_written_here(tok, math_file):
              "Therefore, the final answer is: $\\boxed{\\dfrac{2}{4}}$.", "\\boxed{4.0}",
              "so $x=3$ and \\boxed{3}", "\\boxed{-3}", "no box, 3"]
     tokens, pl, length = _rows(task, ps, texts, [0, 0, 0, 1, 2, 2, 2])
-    ids = jax.jit(task.extract_answer)(tokens, pl).tolist()
+    ids = task.extract_answer(tokens, pl).tolist()
     a = ps.answers.tolist()
     assert ids[:3] == [a[0]] * 3 and ids[3] == a[1] and ids[4] == a[2]
     assert ids[5] not in a and ids[6] == INVALID_ANSWER
-    gold = jnp.asarray(ps.gold[[0, 0, 0, 1, 2, 2, 2]])
-    assert jax.jit(task.prefix_correct)(tokens, pl, length, gold).tolist() == [
+    gold = ps.gold[[0, 0, 0, 1, 2, 2, 2]]
+    assert task.prefix_correct(tokens, pl, length, gold).tolist() == [
         True, True, True, True, True, False, False]
 
 
@@ -414,7 +424,7 @@ def test_jsonl_task_with_configured_fields(tok, tmp_path):
     assert tok.decode(ps.gold[0]) == "The answer is: 42"  # a bare answer has no steps
     assert tok.decode(ps.gold[1]) == "It is 3/2.\n\n1.5\n\nThe answer is: 1.5"
     tokens, pl, _ = _rows(task, ps, ["6 * 7 = 42", "3 / 2 = 1.50"], [0, 1])
-    assert jax.jit(task.extract_answer)(tokens, pl).tolist() == ps.answers.tolist()
+    assert task.extract_answer(tokens, pl).tolist() == ps.answers.tolist()
 
 
 def test_text_tasks_have_their_own_registry(tok, math_file):

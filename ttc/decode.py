@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ttc.models.interface import Cache
 from ttc.parallel import fetch, over_rows, resolve_devices
+from ttc.tasks.base import answers_on_host, traced_answers
 from ttc.tasks.stops import StopRule, stop_rule
 
 
@@ -596,7 +597,7 @@ def _generate_local(graphdef, params, prompts, prompt_len, problem_id, n_valid, 
     st, outs = jax.lax.while_loop(cond, body, (st, outs))
     _, outs = fill(st, outs)  # flush every remaining sample
     outs = {name: o[:q_total] for name, o in outs.items()}
-    outs["answers"] = task.extract_answer(outs["tokens"], jnp.repeat(prompt_len, n))
+    outs["answers"] = traced_answers(task, outs["tokens"], jnp.repeat(prompt_len, n))
     outs["prefill_run_len"] = run_len
     outs["idle_steps"] = st.idle_steps[None]
     outs["steps"] = st.steps[None]
@@ -744,6 +745,9 @@ def generate_solutions(
         pre_ctx[idx[valid]] = run[valid] ** 2
         pre_tok[ids] += _spread(pad_tok, nv)
         pre_ctx[ids] += pad_ctx / nv
+    if answers_on_host(task):  # the jitted loop left placeholders
+        res["answers"] = task.extract_answer(res["tokens"],
+                                             np.asarray(prompt_len)[:, None]).astype(np.int64)
     return Samples(tokens=res["tokens"], length=res["length"], answers=res["answers"],
                    loglik=res["loglik"], useful_tokens=res["useful_tokens"],
                    useful_ctx=res["useful_ctx"], executed_row_steps=res["row_steps"],

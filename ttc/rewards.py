@@ -35,11 +35,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ttc.models.interface import Cache
 from ttc.models.reward import LogProbCarry, score_logits
+from ttc.tasks.base import answers_on_host
 from ttc.tasks.stops import StopRule, stop_rule
 
 KINDS = ("prm", "orm", "oracle")
@@ -130,10 +132,39 @@ def step_end_positions(tokens, prompt_len, length, stops: StopRule, max_steps: i
     return ends, ends >= 0
 
 
-def _oracle(task, tokens, prompt_len, ends, mask, gold, key, spec: RewardSpec):
-    ok = jax.vmap(lambda e: task.prefix_correct(tokens, prompt_len, e + 1, gold), in_axes=1,
-                  out_axes=1)(ends)
-    return _noisy(ok.astype(jnp.float32), key, spec) * mask
+@functools.partial(jax.jit, static_argnames=("task", "max_steps"))
+def step_ends(task, tokens, prompt_len, length, *, max_steps: int):
+    """:func:`step_end_positions` under the task's stop rule, jitted (host callers)."""
+    return step_end_positions(tokens, prompt_len, length, stop_rule(task.tokenizer), max_steps)
+
+
+_traced_verdicts = jax.jit(lambda task, *a: _oracle_verdicts(task, *a), static_argnums=0)
+
+
+def step_verdicts(task, tokens: np.ndarray, prompt_len: np.ndarray, ends: np.ndarray,
+                  mask: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """``[B, K]`` oracle verdicts (``task.prefix_correct``) of every step prefix ``tokens[b,
+    :ends[b, k] + 1]``, ``False`` where ``mask`` is; host arrays in and out. Jitted for a task
+    whose answers are jit-able, on the host for one whose are host work
+    (:func:`ttc.tasks.base.answers_on_host`)."""
+    tokens, prompt_len, ends, gold = map(np.asarray, (tokens, prompt_len, ends, gold))
+    if answers_on_host(task):
+        ok = task.prefix_correct(tokens[:, None], prompt_len[:, None], ends + 1, gold[:, None])
+    else:
+        ok = jax.device_get(_traced_verdicts(task, tokens, prompt_len, ends, gold))
+    return np.asarray(ok, bool) & np.asarray(mask, bool)
+
+
+def oracle_scores(verdicts: Bool[Array, "B K"], mask: Bool[Array, "B K"], key: PRNGKeyArray,
+                  spec: RewardSpec) -> Float[Array, "B K"]:
+    """The oracle's clipped step scores from its verdicts: ``spec``'s flips and noise drawn
+    with ``key``, masked steps at ``EPS``."""
+    return _clip(_noisy(verdicts.astype(jnp.float32), key, spec) * mask)
+
+
+def _oracle_verdicts(task, tokens, prompt_len, ends, gold):
+    return jax.vmap(lambda e: task.prefix_correct(tokens, prompt_len, e + 1, gold), in_axes=1,
+                    out_axes=1)(ends)
 
 
 def _noisy(score, key, spec: RewardSpec):
@@ -166,7 +197,8 @@ def score_solutions(
     stops = stop_rule(task.tokenizer)
     ends, mask = step_end_positions(tokens, prompt_len, length, stops, task.max_steps + 1)
     if spec.kind == "oracle":
-        return _clip(_oracle(task, tokens, prompt_len, ends, mask, gold, key, spec)), mask
+        return oracle_scores(_oracle_verdicts(task, tokens, prompt_len, ends, gold), mask, key,
+                             spec), mask
     model = nnx.merge(spec.graphdef, params)
     out, _ = model(tokens)
     pos = jnp.arange(tokens.shape[1])[None, :]

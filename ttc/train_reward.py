@@ -38,9 +38,7 @@ from ttc.decode import SamplingParams, generate_solutions
 from ttc.metrics import roc_auc, within_group_auc
 from ttc.models import PolicyConfig, create
 from ttc.models.reward import score_logits
-from ttc.parallel import fetch
 from ttc.tasks.base import Task
-from ttc.tasks.stops import stop_rule
 from ttc.train import TrainConfig, cache_key, make_optimizer, train_step
 
 log = logging.getLogger(__name__)
@@ -79,20 +77,6 @@ class StepDataset:
     final: np.ndarray
 
 
-def _step_ends(task: Task, tokens, prompt_len, length):
-    ends, mask = jax.jit(R.step_end_positions, static_argnums=(3, 4))(
-        jnp.asarray(tokens), jnp.asarray(prompt_len), jnp.asarray(length),
-        stop_rule(task.tokenizer), task.max_steps + 1)
-    return np.asarray(ends), np.asarray(mask)
-
-
-def _exact_verdicts(task: Task, tokens, prompt_len, ends, mask, gold):
-    f = jax.jit(lambda t, pl, e, g: jax.vmap(lambda ee: task.prefix_correct(t, pl, ee + 1, g),
-                                             in_axes=1, out_axes=1)(e))
-    return np.asarray(fetch(f(jnp.asarray(tokens), jnp.asarray(prompt_len), jnp.asarray(ends),
-                              jnp.asarray(gold)))) & mask
-
-
 def monte_carlo_labels(policy: LoadedModel, task: Task, cfg: LabelConfig, *, split: str = "train",
                        seed_offset: int = 0, skip: int = 0,
                        progress: bool = True) -> StepDataset:
@@ -116,8 +100,9 @@ def monte_carlo_labels(policy: LoadedModel, task: Task, cfg: LabelConfig, *, spl
     gold_ans = np.repeat(probs.answers, n)
     gold = np.repeat(probs.gold, n, axis=0)
     final = s.answers.reshape(-1) == gold_ans
-    ends, mask = _step_ends(task, tokens, plen, length)
-    exact = _exact_verdicts(task, tokens, plen, ends, mask, gold)
+    ends, mask = map(np.asarray, R.step_ends(task, tokens, plen, length,
+                                             max_steps=task.max_steps + 1))
+    exact = R.step_verdicts(task, tokens, plen, ends, mask, gold)
     labels = np.zeros(ends.shape, np.float32)
     # the final scored step of each row gets the row's own outcome
     last = mask.sum(1) - 1

@@ -838,6 +838,12 @@ def _check_pretrained(rc: RunConfig, command: str) -> None:
     if command == "train":
         raise ConfigError("policy=hf is a pretrained checkpoint: ttc-train has nothing to "
                           "train (use ttc-run)")
+    for i, m in enumerate(rc.methods):
+        if m.name == "pgibbs" and m.reward == "oracle":
+            raise ConfigError(f"methods[{i}] ({m.label}): particle Gibbs runs its sweeps inside "
+                              f"one jitted loop, and task={rc.task.name}'s oracle reads answers "
+                              "on the host between steps: use particle or tempering with the "
+                              "oracle, or particle Gibbs with reward=learned")
     learned = [f"methods[{i}]" for i, m in enumerate(rc.methods) if m.reward in ("prm", "orm")]
     if rc.hub_reward:
         return

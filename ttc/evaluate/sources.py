@@ -18,7 +18,7 @@ from ttc.errors import ConfigError
 from ttc.methods import MethodSpec
 from ttc.models.interface import PolicyConfig
 from ttc.parallel import device_groups, fetch, over_rows, resolve_devices
-from ttc.tasks.base import ProblemSet, Task
+from ttc.tasks.base import ProblemSet, Task, answers_on_host
 from ttc.tasks.stops import stop_rule
 
 
@@ -161,6 +161,8 @@ def score_pool(src: RewardSource, task: Task, samples: Samples, problems: Proble
         idx = np.arange(i, i + chunk)
         key, sub = jax.random.split(key)
         chunks.append((np.where(idx < p * n, idx, i), sub, min(chunk, p * n - i)))
+    if answers_on_host(task):  # a text task's verdicts are host work
+        return _score_oracle_host(src.spec, task, tokens, plen, length, gold, chunks, (p, n))
     d = min(resolve_devices(devices), len(chunks))
     outs, masks = [], []
     for group, padded in device_groups(chunks, d):
@@ -176,6 +178,29 @@ def score_pool(src: RewardSource, task: Task, samples: Samples, problems: Proble
     k = outs[0].shape[1]
     return PoolScoring(steps=np.concatenate(outs).reshape(p, n, k),
                        mask=np.concatenate(masks).reshape(p, n, k),
+                       executed=np.zeros((p, n)), prefill_executed=np.zeros((p,)))
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _oracle_chunk(verdicts, mask, key, *, spec):
+    TRACE_COUNTS["score_pool"] += 1
+    return R.oracle_scores(verdicts, mask, key, spec)
+
+
+def _score_oracle_host(spec: R.RewardSpec, task: Task, tokens, plen, length, gold, chunks,
+                       shape: tuple[int, int]) -> PoolScoring:
+    """:func:`score_pool`'s oracle for a task whose answers are host work: the verdicts of every
+    step on the host (:func:`ttc.rewards.step_verdicts`), then each chunk's flips and noise
+    from its own key, as the jitted oracle draws them."""
+    p, n = shape
+    k = task.max_steps + 1
+    ends, mask = map(np.asarray, R.step_ends(task, tokens, plen, length, max_steps=k))
+    ok = R.step_verdicts(task, tokens, plen, ends, mask, gold)
+    steps = np.zeros((p * n, k), np.float32)
+    for idx, key, keep in chunks:
+        sc = np.asarray(_oracle_chunk(ok[idx], mask[idx], key, spec=spec))
+        steps[idx[:keep]] = sc[:keep]
+    return PoolScoring(steps=steps.reshape(p, n, k), mask=mask.reshape(p, n, k),
                        executed=np.zeros((p, n)), prefill_executed=np.zeros((p,)))
 
 

@@ -62,6 +62,7 @@ from ttc.search.aggregate import best_of_n, majority_vote
 from ttc.search.rebase import ancestors, balanced_counts
 from ttc.search.resampling import ess, resample
 from ttc.search.tempering import swap_slots
+from ttc.tasks.base import answers_on_host, traced_answers
 from ttc.tasks.stops import stop_rule
 
 METHODS = REG.names(REG.KIND_SEARCH)
@@ -494,7 +495,7 @@ def finish(task, cfg: SearchConfig, s: SearchState, n: int):
     """Final pick per problem and the per-row answers/weights."""
     b = s.last.shape[0]
     p = b // n
-    answers = task.extract_answer(s.dec.tokens, s.dec.prompt_len).reshape(p, n)
+    answers = traced_answers(task, s.dec.tokens, s.dec.prompt_len).reshape(p, n)
     w = final_weights(s, cfg.aggregation).reshape(p, n)
     valid = s.valid.reshape(p, n)
     if cfg.method == "tempering":  # the answer comes from the temperature-T chain
@@ -685,6 +686,21 @@ def _merge_sweeps(cfg: SearchConfig, outs: _ChunkOut, p: int, sweeps: int) -> _C
                      work=SearchWork(**work))
 
 
+_pick_jit = jax.jit(pick, static_argnums=0)
+
+
+def host_answers(task, cfg: SearchConfig, out: _ChunkOut, prompt_len: np.ndarray) -> _ChunkOut:
+    """A fetched chunk's answers and picks computed on the host, for a task whose answers are
+    host work (:func:`ttc.tasks.base.answers_on_host`; the jitted chunk left placeholders).
+    ``prompt_len``: ``[P]`` of the chunk's problems (all devices' chunks, in order)."""
+    if not answers_on_host(task):
+        return out
+    answers = task.extract_answer(np.asarray(out.tokens), np.asarray(prompt_len)[:, None])
+    chosen = _pick_jit(cfg, jnp.asarray(answers), jnp.asarray(out.weights),
+                       jnp.asarray(out.valid))
+    return out.replace(answers=answers, chosen=np.asarray(chosen))
+
+
 def chunk_outputs(task, cfg: SearchConfig, s: SearchState, n: int) -> _ChunkOut:
     """A finished chunk's final picks, rows and work counters."""
     chosen, answers, w, valid = finish(task, cfg, s, n)
@@ -794,7 +810,8 @@ def run_search(
     With a text ``scorer`` (:class:`ttc.hub.reward.HubReward`, ``reward=hf``; ``reward`` then
     has ``external`` set and ``questions`` holds each problem's text) the steps are scored on
     the host between jitted steps (:func:`ttc.search.scored.search_chunk`), one chunk at a time
-    on one device.
+    on one device; so is the oracle of a task whose answers are host work
+    (:func:`ttc.tasks.base.answers_on_host`: a text task's outcome oracle).
     """
     hp = SearchParams.make() if hp is None else hp
     if cfg.method in ("beam", "dvts", "lookahead"):
@@ -811,25 +828,28 @@ def run_search(
         ids = order[start:start + per_chunk]
         key, sub = jax.random.split(key)
         chunks.append((ids, np.concatenate([ids, np.full(per_chunk - len(ids), ids[-1])]), sub))
-    if scorer is not None:
+    if scorer is not None or (answers_on_host(task) and reward.kind == "oracle"):
         from ttc.search import scored
 
+        if scorer is None:  # the oracle's verdicts are host work: scored between jitted steps
+            reward = dataclasses.replace(reward, external=True)
         return scored.run_chunks(
-            graphdef, params, reward, scorer, task, prompts, prompt_len, questions, chunks,
+            graphdef, params, reward, scorer, task, prompts, prompt_len, gold, questions, chunks,
             cfg=cfg, num_samples=num_samples, sampling=sampling, hp=hp, cache_len=cache_len,
             collector=_Collector(p=p, per_chunk=per_chunk, num_samples=num_samples))
     d = min(resolve_devices(devices), len(chunks))
-    pending = []
+    pending, calls = [], []
     for group, padded in device_groups(chunks, d):  # dispatch every call, then wait
         idx = np.concatenate([c[1] for c in padded])
+        calls.append(idx)
         pending.append(([c[0] for c in group], _search_jit(
             graphdef, params, reward_params, jnp.asarray(prompts[idx]),
             jnp.asarray(prompt_len[idx]), jnp.asarray(gold[idx]),
             jnp.stack([c[2] for c in padded]), sampling, hp, reward=reward, task=task, cfg=cfg,
             num_samples=num_samples, cache_len=cache_len, devices=d)))
     col = _Collector(p=p, per_chunk=per_chunk, num_samples=num_samples)
-    for group_ids, out in pending:
-        out = fetch(out)
+    for (group_ids, out), idx in zip(pending, calls, strict=True):
+        out = host_answers(task, cfg, fetch(out), prompt_len[idx])
         for j, ids in enumerate(group_ids):  # the repeats' executed work goes to the last chunk
             col.add(out, j, d, ids, repeats=d - j if j == len(group_ids) - 1 else 1)
     return col.result(cache_len=cache_len, window=reward.slots,

@@ -129,7 +129,8 @@ class Task(Protocol):
     def extract_answer(
         self, tokens: Int[Array, "B T"], prompt_len: Int[Array, " B"]
     ) -> Int[Array, " B"]:
-        """Answer id of each row (jit-able); :data:`INVALID_ANSWER` when unparseable."""
+        """Answer id of each row (jit-able, or host work: :func:`answers_on_host`);
+        :data:`INVALID_ANSWER` when unparseable."""
         ...
 
     def check_steps(self, problem_index: int, problems: ProblemSet, solution: str) -> list[bool]:
@@ -145,8 +146,27 @@ class Task(Protocol):
         gold: Int[Array, "B Ls"],
     ) -> Bool[Array, " B"]:
         """Whether each row's generated prefix ``tokens[prompt_len:length]`` can still be
-        completed to a correct solution (jit-able exact step checker, used by the oracle PRM)."""
+        completed to a correct solution (jit-able exact step checker, used by the oracle PRM;
+        host work where :func:`answers_on_host`)."""
         ...
+
+
+def answers_on_host(task: Task) -> bool:
+    """Whether ``task``'s answers are host work (its class sets ``answers_on_host = True``: a
+    text task decodes and parses text). Its :meth:`~Task.extract_answer` and
+    :meth:`~Task.prefix_correct` then take host arrays and are never traced: the jitted
+    samplers return :data:`INVALID_ANSWER` placeholders (:func:`traced_answers`) that their
+    callers replace on the host, and an oracle's verdicts are computed between jitted steps."""
+    return bool(getattr(task, "answers_on_host", False))
+
+
+def traced_answers(task: Task, tokens: Int[Array, "B T"],
+                   prompt_len: Int[Array, " B"]) -> Int[Array, " B"]:
+    """``task.extract_answer`` inside jit; for a task whose answers are host work
+    (:func:`answers_on_host`) :data:`INVALID_ANSWER` placeholders, to be filled on the host."""
+    if answers_on_host(task):
+        return jnp.full(jnp.shape(prompt_len), INVALID_ANSWER, jnp.int32)
+    return task.extract_answer(tokens, prompt_len)
 
 
 def describe_task(task: Task) -> dict:

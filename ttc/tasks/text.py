@@ -31,9 +31,12 @@ Conventions (in addition to those of :mod:`ttc.tasks.base`):
 * Answers: ids from the task's :class:`~ttc.tasks.answers.AnswerInterner` (math-verify
   equivalence classes, unbounded), gold answers interned first when problems are served.
   ``num_answers`` is ``2**31 - 1``, a bound, not a count.
-* :meth:`TextTask.extract_answer`, :meth:`TextTask.prefix_correct` are jit-able and vmappable:
-  they run on the host through ``jax.pure_callback`` (``vmap_method="expand_dims"``; the host
-  side broadcasts), decoding each row's generated part and parsing it with math-verify.
+* Answers are host work (``answers_on_host = True``, see :func:`ttc.tasks.base.answers_on_host`):
+  :meth:`TextTask.extract_answer` and :meth:`TextTask.prefix_correct` take host arrays (NumPy,
+  any leading shape, broadcast), decode each row's generated part with the tokenizer and parse
+  it with math-verify. They are never traced: ttc's jitted samplers and searches leave answers
+  out for such a task and their callers compute them once the device work has returned (a
+  ``jax.pure_callback`` here deadlocked intermittently on multi-device CPU runs).
 * There is no exact step checker for free text: :meth:`TextTask.prefix_correct` is an *outcome*
   oracle (a finished prefix is correct iff its final answer is; an unfinished one is always
   ``True``) and :meth:`TextTask.check_steps` marks every step with the final answer's verdict.
@@ -47,14 +50,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Int
 
 from ttc.tasks.answers import FORMATS, AnswerInterner, extract_answer_text, gold_answer
 from ttc.tasks.base import INVALID_ANSWER, ProblemSet, pad_to
@@ -87,13 +87,6 @@ def default_system_prompt(fmt: str, delimiter: str = "\n\n") -> str:
     return (_BOXED_SYSTEM if fmt == "boxed" else _NUMBER_SYSTEM).format(sep=sep)
 
 
-HOST_LOCK = threading.Lock()
-"""Serialises the host callbacks of every text task. With several devices XLA runs one
-callback per device at once, each decoding with the Hugging Face tokenizer and parsing with
-math-verify; two of them interleaving there deadlocked a run (every thread waiting on a lock,
-no CPU used). One at a time costs little: the devices' callbacks are short host work."""
-
-
 @dataclasses.dataclass(frozen=True)
 class TextProblem:
     """One record of a text benchmark (host-side).
@@ -113,6 +106,13 @@ class TextProblem:
     difficulty: int
     path: str
     line: int
+
+
+def _host(x: Any, what: str) -> np.ndarray:
+    if isinstance(x, jax.core.Tracer):
+        raise TypeError(f"TextTask.{what} is host work (it decodes text): call it on concrete "
+                        "arrays, outside jit (see ttc.tasks.base.answers_on_host)")
+    return np.asarray(x)
 
 
 def _fail(path: str, lineno: int | None, what: str) -> ValueError:
@@ -197,6 +197,8 @@ class TextTask:
     tokenizer: Any
     fixed_order: ClassVar[bool] = True
     """``problems(n)`` is the first ``n`` records whatever the seed (a fixed benchmark)."""
+    answers_on_host: ClassVar[bool] = True
+    """Answers are decoded and parsed on the host (:func:`ttc.tasks.base.answers_on_host`)."""
 
     path: str
     name: str = "jsonl"
@@ -434,30 +436,31 @@ class TextTask:
             self._state["gold_ids"][key] = hit
         return hit
 
-    def _extract_host(self, tokens: np.ndarray, prompt_len: np.ndarray) -> np.ndarray:
-        with HOST_LOCK:
-            return self._extract_host_locked(tokens, prompt_len)
-
-    def _prefix_host(self, tokens, prompt_len, length, gold) -> np.ndarray:
-        with HOST_LOCK:
-            return self._prefix_host_locked(tokens, prompt_len, length, gold)
-
-    def _extract_host_locked(self, tokens: np.ndarray, prompt_len: np.ndarray) -> np.ndarray:
-        tokens, prompt_len = np.asarray(tokens), np.asarray(prompt_len)
+    def extract_answer(self, tokens: np.ndarray, prompt_len: np.ndarray) -> np.ndarray:
+        """Answer id of each row's generated part ``tokens[..., prompt_len:]`` (up to the first
+        stop id), :data:`INVALID_ANSWER` when it has no answer (host arrays, leading axes
+        broadcast; decode, :func:`extract_answer_text`, intern)."""
+        tokens, prompt_len = _host(tokens, "extract_answer"), _host(prompt_len, "extract_answer")
         lead = np.broadcast_shapes(tokens.shape[:-1], prompt_len.shape)
         t = np.broadcast_to(tokens, lead + tokens.shape[-1:]).reshape(-1, tokens.shape[-1])
         pl = np.broadcast_to(prompt_len, lead).reshape(-1)
         out = [self.answer_of_text(self._generated(r, int(p))) for r, p in zip(t, pl, strict=True)]
         return np.asarray(out, np.int32).reshape(lead)
 
-    def _prefix_host_locked(self, tokens, prompt_len, length, gold) -> np.ndarray:
-        tokens, gold = np.asarray(tokens), np.asarray(gold)
-        lead = np.broadcast_shapes(tokens.shape[:-1], np.shape(prompt_len), np.shape(length),
+    def prefix_correct(self, tokens: np.ndarray, prompt_len: np.ndarray, length: np.ndarray,
+                       gold: np.ndarray) -> np.ndarray:
+        """Outcome oracle for ``tokens[..., prompt_len:length]``: a finished prefix (it holds a
+        stop id) is correct iff its answer id equals the gold row's; an unfinished one is
+        ``True`` (no exact step checker exists for free text). Host arrays, leading axes
+        broadcast."""
+        tokens, gold = _host(tokens, "prefix_correct"), _host(gold, "prefix_correct")
+        prompt_len, length = _host(prompt_len, "prefix_correct"), _host(length, "prefix_correct")
+        lead = np.broadcast_shapes(tokens.shape[:-1], prompt_len.shape, length.shape,
                                    gold.shape[:-1])
         t = np.broadcast_to(tokens, lead + tokens.shape[-1:]).reshape(-1, tokens.shape[-1])
         g = np.broadcast_to(gold, lead + gold.shape[-1:]).reshape(-1, gold.shape[-1])
-        pl = np.broadcast_to(np.asarray(prompt_len), lead).reshape(-1)
-        ln = np.broadcast_to(np.asarray(length), lead).reshape(-1)
+        pl = np.broadcast_to(prompt_len, lead).reshape(-1)
+        ln = np.broadcast_to(length, lead).reshape(-1)
         stops = np.asarray(self.tokenizer.stop_ids)
         out = np.ones(t.shape[0], bool)
         for i in range(t.shape[0]):
@@ -466,32 +469,6 @@ class TextTask:
                 a = self.answer_of_text(self._generated(gen, 0))
                 out[i] = a != INVALID_ANSWER and a == self._gold_id(g[i])
         return out.reshape(lead)
-
-    # ---- the jit-able Task methods ---------------------------------------------------------------
-    def extract_answer(
-        self, tokens: Int[Array, "B T"], prompt_len: Int[Array, " B"]
-    ) -> Int[Array, " B"]:
-        """Answer id of each row's generated part ``tokens[prompt_len:]`` (up to the first stop
-        id), :data:`INVALID_ANSWER` when it has no answer. Jit-able and vmappable (a host
-        callback: decode, :func:`extract_answer_text`, intern)."""
-        out = jax.ShapeDtypeStruct(jnp.shape(prompt_len), jnp.int32)
-        return jax.pure_callback(self._extract_host, out, tokens, prompt_len,
-                                 vmap_method="expand_dims")
-
-    def prefix_correct(
-        self,
-        tokens: Int[Array, "B T"],
-        prompt_len: Int[Array, " B"],
-        length: Int[Array, " B"],
-        gold: Int[Array, "B Ls"],
-    ) -> Bool[Array, " B"]:
-        """Outcome oracle for ``tokens[prompt_len:length]``: a finished prefix (it holds a stop
-        id) is correct iff its answer id equals the gold row's; an unfinished one is ``True``
-        (no exact step checker exists for free text). Jit-able and vmappable (host callback)."""
-        out = jax.ShapeDtypeStruct(jnp.broadcast_shapes(jnp.shape(prompt_len),
-                                                        jnp.shape(length)), jnp.bool_)
-        return jax.pure_callback(self._prefix_host, out, tokens, prompt_len, length, gold,
-                                 vmap_method="expand_dims")
 
     def check_steps(self, problem_index: int, problems: ProblemSet, solution: str) -> list[bool]:
         """Every step's verdict is the final answer's (an outcome label, host-side): steps are
