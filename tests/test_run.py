@@ -13,7 +13,7 @@ from ttc.cli.run import run
 TINY = [
     "task.min_ops=1", "task.max_ops=2", "policy.d_model=32", "policy.d_ff=64",
     "train.steps=30", "train.eval_every=15", "train.eval_problems=16", "train.batch_size=32",
-    "eval.n_problems=12", "budgets=[1,2,4]", "search_budgets=[1,2,4]", "progress=false",
+    "eval.n_problems=12", "budgets=[1,2,4]", "search_budgets=[4]", "progress=false",
     "reward.labels.problems=8", "reward.labels.samples_per_problem=2", "reward.labels.rollouts=2",
     "reward.train.steps=6", "reward.train.eval_every=3", "reward.train.batch_size=16",
     "reward.base_steps=40",
@@ -31,9 +31,11 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     methods = {r["method"] for r in recs}
-    assert methods == {"single", "majority", "bon_loglik", "coverage", "bon_prm", "wmaj_prm",
-                       "bon_orm", "beam_prm", "dvts_prm", "lookahead_prm", "pf_prm"}
-    assert len(recs) == 1 + 10 * 3
+    pool = {"majority", "bon_loglik", "coverage", "bon_prm", "wmaj_prm", "bon_orm"}
+    search = {"beam_prm", "dvts_prm", "lookahead_prm", "pf_prm", "pg_prm", "pt_prm",
+              "rebase_prm"}
+    assert methods == {"single", *pool, *search}  # the default grid (conf/method/all.yaml)
+    assert len(recs) == 1 + len(pool) * 3 + len(search)  # search at N=4 only (compile time)
     by = {(r["method"], r["budget"]): r for r in recs}
     # reward-model FLOPs and lookahead rollouts are charged
     assert by[("bon_prm", 4)]["flops_components"]["reward"]["useful"] > 0
