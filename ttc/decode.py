@@ -746,8 +746,8 @@ def generate_solutions(
         pre_tok[ids] += _spread(pad_tok, nv)
         pre_ctx[ids] += pad_ctx / nv
     if answers_on_host(task):  # the jitted loop left placeholders
-        res["answers"] = task.extract_answer(res["tokens"],
-                                             np.asarray(prompt_len)[:, None]).astype(np.int64)
+        ans = task.extract_answer(res["tokens"].reshape(p * n, t), np.repeat(prompt_len, n))
+        res["answers"] = np.asarray(ans, np.int64).reshape(p, n)
     return Samples(tokens=res["tokens"], length=res["length"], answers=res["answers"],
                    loglik=res["loglik"], useful_tokens=res["useful_tokens"],
                    useful_ctx=res["useful_ctx"], executed_row_steps=res["row_steps"],

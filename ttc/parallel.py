@@ -175,13 +175,8 @@ def _row_specs(fn: Callable, split: Collection[str]) -> tuple[PartitionSpec, ...
 
 
 def fetch(tree: T) -> T:
-    """``jax.device_get(tree)`` after ``jax.block_until_ready(tree)``.
-
-    Fetch every result of a computation that runs host callbacks (the text tasks' answer
-    extraction, :mod:`ttc.tasks.text`) this way. Converting a still-running sharded result to
-    numpy (``device_get`` alone) deadlocked here now and then: the main thread waited for the
-    computation while the device threads' callbacks waited for the interpreter (every thread
-    blocked, no CPU used). ``block_until_ready`` waits with the interpreter released."""
+    """``jax.device_get(tree)`` after ``jax.block_until_ready(tree)``: the samplers' and
+    searches' one way of bringing a (possibly sharded) result to the host."""
     return jax.device_get(jax.block_until_ready(tree))
 
 

@@ -149,7 +149,8 @@ def step_verdicts(task, tokens: np.ndarray, prompt_len: np.ndarray, ends: np.nda
     (:func:`ttc.tasks.base.answers_on_host`)."""
     tokens, prompt_len, ends, gold = map(np.asarray, (tokens, prompt_len, ends, gold))
     if answers_on_host(task):
-        ok = task.prefix_correct(tokens[:, None], prompt_len[:, None], ends + 1, gold[:, None])
+        ok = np.stack([np.asarray(task.prefix_correct(tokens, prompt_len, e + 1, gold))
+                       for e in ends.T], axis=1)
     else:
         ok = jax.device_get(_traced_verdicts(task, tokens, prompt_len, ends, gold))
     return np.asarray(ok, bool) & np.asarray(mask, bool)

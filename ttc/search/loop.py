@@ -695,7 +695,11 @@ def host_answers(task, cfg: SearchConfig, out: _ChunkOut, prompt_len: np.ndarray
     ``prompt_len``: ``[P]`` of the chunk's problems (all devices' chunks, in order)."""
     if not answers_on_host(task):
         return out
-    answers = task.extract_answer(np.asarray(out.tokens), np.asarray(prompt_len)[:, None])
+    tokens = np.asarray(out.tokens)
+    p, n, t = tokens.shape
+    answers = np.asarray(task.extract_answer(tokens.reshape(p * n, t),
+                                             np.repeat(np.asarray(prompt_len), n)))
+    answers = answers.reshape(p, n).astype(np.int32)
     chosen = _pick_jit(cfg, jnp.asarray(answers), jnp.asarray(out.weights),
                        jnp.asarray(out.valid))
     return out.replace(answers=answers, chosen=np.asarray(chosen))

@@ -97,11 +97,11 @@ class HubSteps:
         self.task = task
         self.session = ScoringSession.start(scorer, list(questions), num_samples=num_samples)
 
-    def score(self, tokens, prompt_len, ends, mask, rows, *, commit: bool,
+    def score(self, tokens, prompt_len, length, ends, mask, rows, *, commit: bool,
               key) -> tuple[np.ndarray, np.ndarray]:
         """Scores of ``rows`` (those with at least one step): the rows scored and their clipped
         scores (step-level search takes a step reward: a PRM format)."""
-        del key
+        del length, key
         rows = [int(b) for b in rows if mask[b].any()]
         probs = self.session.score(rows, _steps_of(self.task, tokens, prompt_len, ends, mask,
                                                    rows), commit=commit)
@@ -122,22 +122,23 @@ def _noisy(ok, key, *, spec):
 
 
 class OracleSteps:
-    """The outcome oracle of a task whose answers are host work (a text task,
-    :func:`ttc.tasks.base.answers_on_host`): each row's verdict at its newest step end
-    (``task.prefix_correct``: a finished row is correct iff its answer is the gold one, an
-    unfinished one is ``True``), with the spec's flips and noise drawn over every row from the
-    step's key, as the jitted loop's oracle draws them. The oracle costs no FLOPs."""
+    """The oracle of a task whose answers are host work (a text task,
+    :func:`ttc.tasks.base.answers_on_host`): each row's verdict ``task.prefix_correct`` at its
+    current length (a text task's outcome oracle: a finished row is correct iff its answer is
+    the gold one, an unfinished one is ``True``), with the spec's flips and noise drawn over
+    every row from the step's key: what the jitted loop's oracle computes
+    (:func:`ttc.rewards.score_new_tokens`). The oracle costs no FLOPs."""
 
     def __init__(self, task, spec: R.RewardSpec, gold_rows: np.ndarray):
         self.task, self.spec, self.gold = task, spec, np.asarray(gold_rows)
 
-    def score(self, tokens, prompt_len, ends, mask, rows, *, commit: bool,
+    def score(self, tokens, prompt_len, length, ends, mask, rows, *, commit: bool,
               key) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.asarray([int(b) for b in rows if mask[b].any()], np.int64)
+        del ends, mask
+        rows = np.asarray(rows, np.int64)
         ok = np.ones(tokens.shape[0], bool)
         if rows.size:
-            length = np.where(mask, ends, -1).max(axis=1)[rows] + 1
-            ok[rows] = self.task.prefix_correct(tokens[rows], prompt_len[rows], length,
+            ok[rows] = self.task.prefix_correct(tokens[rows], prompt_len[rows], length[rows],
                                                 self.gold[rows])
         key = key if commit else jax.random.fold_in(key, 1)
         return rows, np.asarray(_noisy(jnp.asarray(ok), key, spec=self.spec))[rows]
@@ -168,16 +169,16 @@ def search_chunk(graphdef, params, reward: R.RewardSpec, steps, task, prompts, p
         advanced, tokens = np.asarray(advanced), np.asarray(s.dec.tokens)
         ends, mask = np.asarray(ends), np.asarray(mask)
         r = last.astype(np.float32).copy()
-        rows, probs = steps.score(tokens, plen, ends, mask, np.flatnonzero(advanced),
-                                  commit=True, key=sub)
+        rows, probs = steps.score(tokens, plen, np.asarray(s.dec.length), ends, mask,
+                                  np.flatnonzero(advanced), commit=True, key=sub)
         r[rows] = probs
         if rolled is not None:  # a row not done is scored at its rollout's end instead
             r_tokens, r_len, r_ends, r_mask = map(np.asarray, rolled)
             done = np.asarray(s.dec.done)
             look = last.astype(np.float32).copy()
             moved = np.flatnonzero(r_len > np.asarray(s.dec.length))
-            rows2, probs2 = steps.score(r_tokens, plen, r_ends, r_mask, moved, commit=False,
-                                        key=sub)
+            rows2, probs2 = steps.score(r_tokens, plen, r_len, r_ends, r_mask, moved,
+                                        commit=False, key=sub)
             look[rows2] = probs2
             r = np.where(done, r, look)
         s, idx = _select(s, jnp.asarray(r), jnp.asarray(advanced), hp, cfg=cfg, n=n)
@@ -193,6 +194,9 @@ def run_chunks(graphdef, params, reward, scorer, task, prompts, prompt_len, gold
     ``scorer=None``, the oracle of a task whose answers are host work."""
     if scorer is not None and questions is None:
         raise ValueError("a text scorer needs the problems' question texts (questions=)")
+    if cfg.method == "pgibbs":
+        raise ValueError("particle Gibbs runs its sweeps in one jitted loop: it cannot take "
+                         "scores from the host (a text scorer, or a text task's oracle)")
     p = prompts.shape[0]
     work = {k: np.zeros(p) for k in ("useful", "executed", "look_useful", "look_executed",
                                      "rescored")}

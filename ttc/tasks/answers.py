@@ -1,7 +1,7 @@
 """Final answers of text math tasks: extraction from generated text and math-verify interning.
 
-Everything here runs on the host (plain Python, no JAX): text tasks call it from inside
-``jax.pure_callback`` (see :mod:`ttc.tasks.text`), i.e. from an XLA thread, never the main one.
+Everything here runs on the host (plain Python, no JAX): text tasks call it once the jitted
+samplers have returned (see :mod:`ttc.tasks.text`), never from inside a jitted computation.
 
 * :func:`extract_answer_text` finds the final answer in a generated solution, in one of three
   formats: ``gsm8k`` (``#### N`` as in GSM8K, Cobbe et al. 2021, "Training Verifiers to Solve
@@ -383,8 +383,8 @@ class AnswerInterner:
     parser), a new decimal ~1 ms, a new LaTeX answer ~4-10 ms: one math-verify ``parse`` plus a
     ``verify`` against the few representatives that share a bucket with it (numbers by value,
     see :func:`_expr_keys`; a brute-force scan of all classes costs ~1-70 ms per class).
-    Thread-safe (one lock); callable from ``jax.pure_callback`` threads, since no math-verify
-    timeout (``signal.alarm``) is used.
+    Thread-safe (one lock; no math-verify timeout, i.e. no ``signal.alarm``, so any thread may
+    call it).
 
     Args:
         max_chars: longer answers are invalid.
