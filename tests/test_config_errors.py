@@ -195,6 +195,19 @@ def test_every_experiment_validates(tmp_path, name):
     assert rc.reproduce is not None and rc.reproduce.claim
 
 
+def test_experiment_methods_are_entries_of_the_repro_grid():
+    """An experiment that lists its own methods shares records with the other reproductions
+    (outputs/repro/), so each of its entries must be one of conf/method/repro.yaml's."""
+    grid = [dict(m) for m in OmegaConf.load(Path(CONF_DIR) / "method" / "repro.yaml").methods]
+    listed = 0
+    for name in _stems("experiment"):
+        exp = OmegaConf.load(Path(CONF_DIR) / "experiment" / f"{name}.yaml")
+        for m in exp.get("methods") or []:
+            assert dict(m) in grid, (name, dict(m))
+            listed += 1
+    assert listed > 0
+
+
 @pytest.mark.parametrize("name", _stems("method"))
 def test_every_method_grid_validates(tmp_path, name):
     assert validate(_cfg(tmp_path, f"method={name}")).methods
