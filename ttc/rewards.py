@@ -138,7 +138,12 @@ def step_ends(task, tokens, prompt_len, length, *, max_steps: int):
     return step_end_positions(tokens, prompt_len, length, stop_rule(task.tokenizer), max_steps)
 
 
-_traced_verdicts = jax.jit(lambda task, *a: _oracle_verdicts(task, *a), static_argnums=0)
+def _oracle_verdicts(task, tokens, prompt_len, ends, gold):
+    return jax.vmap(lambda e: task.prefix_correct(tokens, prompt_len, e + 1, gold), in_axes=1,
+                    out_axes=1)(ends)
+
+
+_traced_verdicts = jax.jit(_oracle_verdicts, static_argnums=0)
 
 
 def step_verdicts(task, tokens: np.ndarray, prompt_len: np.ndarray, ends: np.ndarray,
@@ -163,9 +168,6 @@ def oracle_scores(verdicts: Bool[Array, "B K"], mask: Bool[Array, "B K"], key: P
     return _clip(_noisy(verdicts.astype(jnp.float32), key, spec) * mask)
 
 
-def _oracle_verdicts(task, tokens, prompt_len, ends, gold):
-    return jax.vmap(lambda e: task.prefix_correct(tokens, prompt_len, e + 1, gold), in_axes=1,
-                    out_axes=1)(ends)
 
 
 def _noisy(score, key, spec: RewardSpec):

@@ -116,9 +116,7 @@ class HubSteps:
                 "look_executed": g.executed, "rescored": self.session.rescored}
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _noisy(ok, key, *, spec):
-    return R._clip(R._noisy(ok.astype(jnp.float32), key, spec))
+_oracle_scores = jax.jit(R.oracle_scores, static_argnames=("spec",))
 
 
 class OracleSteps:
@@ -141,7 +139,8 @@ class OracleSteps:
             ok[rows] = self.task.prefix_correct(tokens[rows], prompt_len[rows], length[rows],
                                                 self.gold[rows])
         key = key if commit else jax.random.fold_in(key, 1)
-        return rows, np.asarray(_noisy(jnp.asarray(ok), key, spec=self.spec))[rows]
+        scores = _oracle_scores(jnp.asarray(ok), jnp.ones(ok.shape, bool), key, spec=self.spec)
+        return rows, np.asarray(scores)[rows]
 
     def gather(self, idx: np.ndarray) -> None:
         self.gold = self.gold[np.asarray(idx)]
