@@ -48,6 +48,7 @@ from ttc.hub.reward import FORMATS
 from ttc.methods import MethodSpec, check_budgets, make_spec
 from ttc.tasks import TASKS, TEXT_TASKS, make_task, make_text_task
 from ttc.tasks.base import Task
+from ttc.tasks.subset_sum import count_problems
 from ttc.train import TrainConfig
 from ttc.train_reward import LabelConfig, val_problems
 
@@ -363,6 +364,29 @@ class GraphSection:
         return min(SPACE_CAP, (n - 1) ** n * n * (self.max_hops - self.min_hops + 1))
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SubsetSumSection:
+    """``task=subset_sum``: subset sum with a unique solution (:class:`ttc.tasks.SubsetSumTask`).
+    """
+
+    name: str = _field(choices=("subset_sum",))
+    min_numbers: int = _field(ge=1, le=10)
+    max_numbers: int = _field(ge=1, le=10)
+    max_value: int = _field(ge=1, le=99)
+    test_fraction: float = _field(gt=0, lt=1)
+
+    def check(self, path: str) -> None:
+        if self.max_numbers < self.min_numbers:
+            raise ConfigError(f"{path}.max_numbers must be >= {path}.min_numbers="
+                              f"{self.min_numbers}, got {self.max_numbers}")
+
+    def space(self) -> int:
+        """Distinct problems (:func:`ttc.tasks.subset_sum.count_problems`), capped at
+        :data:`SPACE_CAP`."""
+        return min(SPACE_CAP, count_problems(self.min_numbers, self.max_numbers,
+                                             self.max_value))
+
+
 def _existing_file(key: str, raw: str | None) -> None:
     if raw is None:
         return
@@ -414,6 +438,7 @@ class TextTaskSection:
 
 
 TASK_SECTIONS: dict[str, type] = {"arithmetic": ArithmeticSection, "graph": GraphSection,
+                                  "subset_sum": SubsetSumSection,
                                   **dict.fromkeys(TEXT_TASKS, TextTaskSection)}
 """The schema of each task; a registered task without one is checked by its own dataclass."""
 
