@@ -37,6 +37,11 @@ CASES = [
     ("run", "task=graph task.num_nodes=30", "task.num_nodes"),
     ("run", "task=graph task.shuffle_edges=1", "task.shuffle_edges"),
     ("run", "task=graph task.num_nodes=2 task.min_hops=1 task.max_hops=1", "eval.n_problems"),
+    ("run", "task=subset_sum task.max_numbers=11", "task.max_numbers"),
+    ("run", "task=subset_sum task.min_numbers=5 task.max_numbers=3", "task.max_numbers"),
+    ("run", "task=subset_sum task.max_value=0", "task.max_value"),
+    ("run", "task=subset_sum task.min_numbers=2 task.max_numbers=2 task.max_value=4",
+     "eval.n_problems"),
     # policy
     ("run", "policy.n_heads=0", "policy.n_heads"),
     ("run", "policy.d_model=30", "policy.d_model"),
