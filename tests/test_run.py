@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from ttc.cli.common import CONF_DIR
 from ttc.cli.run import run
+from ttc.cli.train import run as train
 
 TINY = [
     "task.min_ops=1", "task.max_ops=2", "policy.d_model=32", "policy.d_ff=64",
@@ -57,6 +58,12 @@ def test_main_job_writes_outputs_and_resumes(tmp_path, capsys):
     run(_cfg(tmp_path))
     assert "0 new record(s)" in capsys.readouterr().out
     assert len((out / "results.jsonl").read_text().splitlines()) == len(recs)
+    # ttc-train of the same configuration finds every model the run trained (the policy, the
+    # verifier's LM and the PRM/ORM on it) and trains none
+    models = sorted(p.name for p in (tmp_path / "ckpt").iterdir() if p.is_dir())
+    assert any(m.startswith("prm-") for m in models) and len(models) >= 5
+    train(_cfg(tmp_path))
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir() if p.is_dir()) == models
     # another configuration into the same directory: its outputs show only its own records
     res = run(_cfg(tmp_path, "eval.n_problems=8", "methods=[{name:single}]"))
     assert [r["method"] for r in res.records] == ["single"]

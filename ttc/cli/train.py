@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 from ttc import checkpoint
 from ttc.cli.common import friendly_errors, hydra_entry, policy_config, setup_devices
 from ttc.cli.schema import validate
-from ttc.train import get_policy
 
 log = logging.getLogger("ttc.train")
 
@@ -25,19 +24,19 @@ log = logging.getLogger("ttc.train")
 def run(cfg: DictConfig) -> None:
     """Trains (or loads cached) the policy and the reward models its methods need, after
     validating ``cfg`` (:func:`ttc.cli.schema.validate`)."""
-    from ttc.cli.run import reward_settings, reward_sources
+    from ttc.cli.run import reward_settings, reward_sources, train_models
 
     rc = validate(cfg, command="train")
     setup_devices(cfg)
     task = rc.build_task()
     methods, rsettings = list(rc.methods), reward_settings(rc)
-    policy = get_policy(task, policy_config(cfg, task), rc.train.config(),
-                        cache_dir=cfg.cache_dir, progress=cfg.progress)
+    policy, trunk = train_models(cfg, task, methods, policy_config(cfg, task),
+                                 rc.train.config(), rsettings)
     tr = policy.meta.get("train", {})
     print(f"policy {policy.meta.get('id')}: {policy.cfg.n_params} parameters, "
           f"{tr.get('steps_run')} steps, validation single-sample accuracy "
           f"{tr.get('val_accuracy', float('nan')):.3f}")
-    reward_sources(cfg, methods, task, policy, rsettings)
+    reward_sources(cfg, methods, task, policy, rsettings, trunk)
     if cfg.get("save_to"):
         dst = checkpoint.save(cfg.save_to, policy)
         print(f"saved a copy to {dst}")
