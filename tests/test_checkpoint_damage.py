@@ -215,3 +215,40 @@ def test_damaged_resume_snapshot_is_moved_aside(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert point.load(like, rng) is None  # no snapshot: nothing to warn about
+
+
+_SAVE_ON_TWO = """
+import sys
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from ttc import checkpoint as C
+from ttc.models.transformer import TransformerConfig, create
+cfg = TransformerConfig(vocab_size=16, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=32)
+model = C.LoadedModel.from_module(create(cfg), {"note": "two devices"})
+assert len(jax.devices()) == 2
+both = NamedSharding(Mesh(np.array(jax.devices()), ("d",)), PartitionSpec())
+model = C.LoadedModel(cfg=model.cfg, graphdef=model.graphdef,
+                      params=jax.device_put(model.params, both), meta=model.meta)
+C.save(sys.argv[1], model)
+np.save(sys.argv[2], np.concatenate([np.ravel(x) for x in jax.tree.leaves(model.params)]))
+"""
+
+
+def test_checkpoint_written_on_two_devices_loads_on_one(tmp_path):
+    """A checkpoint saved by a two-device process (the main job's default on a 2-core host)
+    loads in a one-device process with the same values; orbax alone reports a topology mismatch,
+    which must not be mistaken for damage."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", _SAVE_ON_TWO, str(tmp_path / "m"),
+                    str(tmp_path / "flat.npy")], check=True, env=env, timeout=300)
+    load = ("import sys, jax, numpy as np; from ttc import checkpoint as C; "
+            "assert len(jax.devices()) == 1; m = C.load(sys.argv[1]); "
+            "np.save(sys.argv[2], np.concatenate([np.ravel(x) for x in "
+            "jax.tree.leaves(m.params)]))")
+    env1 = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+            "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", load, str(tmp_path / "m"), str(tmp_path / "got.npy")],
+                   check=True, env=env1, timeout=300)
+    np.testing.assert_array_equal(np.load(tmp_path / "got.npy"), np.load(tmp_path / "flat.npy"))

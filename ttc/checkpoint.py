@@ -202,6 +202,18 @@ def _read_meta(d: Path) -> dict:
     return meta
 
 
+def _restore_on_one_device(path: Path) -> dict:
+    """The arrays saved at ``path``, restored onto this process's first device whatever devices
+    saved them (orbax alone refuses a checkpoint written by a process with another device count,
+    e.g. a two-device ``ttc-run`` read back with ``host_devices=1``)."""
+    ckptr = ocp.StandardCheckpointer()
+    meta = ckptr.metadata(path)
+    tree = getattr(meta, "item_metadata", meta)
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return ckptr.restore(path, jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), tree))
+
+
 def _read_params(d: Path, like: dict) -> dict:
     """The parameter tree in ``d/params`` as numpy arrays, checked against the pure-dict
     tree ``like`` (same paths, same shapes)."""
@@ -209,7 +221,7 @@ def _read_params(d: Path, like: dict) -> dict:
     restored = None
     with _quiet_orbax():
         try:
-            restored = ocp.StandardCheckpointer().restore((d / "params").absolute())
+            restored = _restore_on_one_device((d / "params").absolute())
             restored = jax.tree.map(np.asarray, nnx.restore_int_paths(restored))
         except Exception as e:  # orbax/tensorstore raise bare Exceptions for unreadable data
             log.debug("reading %s/params failed: %s", d, type(e).__name__)
