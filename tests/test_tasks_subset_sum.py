@@ -243,3 +243,24 @@ def test_main_job_runs_on_subset_sum(tmp_path, capsys):
         assert 0 <= r["accuracy"] <= 1 and r["flops_useful"] > 0
         assert set(r["by_difficulty"]) <= {"2", "3"}
     assert by[("coverage", 4)]["accuracy"] >= by[("majority", 4)]["accuracy"]
+
+
+def test_error_analysis_script_sorts_solutions(task):
+    """scripts/subset_sum_errors.py: gold solutions have every sum right; a fudged last sum that
+    lands on the target, or a wrong number, is caught."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "subset_sum_errors.py"
+    spec = importlib.util.spec_from_file_location("ttc_scripts_subset_sum_errors", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ps = task.problems(30, seed=4, split="test")
+    for i in range(len(ps)):
+        nums, target = task.parse_prompt(ps.texts[i])
+        sol = task.tokenizer.decode(ps.gold[i])
+        assert mod.sums_are_right(nums, sol) and mod.last_sum(sol) == target
+    assert not mod.sums_are_right([1, 3, 7], "+1=1;+3=3;_7=3")  # 1+3 written as 3: fudged
+    assert not mod.sums_are_right([1, 3], "+1=1;+4=5")          # not the prompt's number
+    assert not mod.sums_are_right([1, 3], "+1=1")                # a number left out
+    assert mod.last_sum("+1=1;+3=4") == 4 and mod.last_sum("+1=1;+3=") is None
