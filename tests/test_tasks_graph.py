@@ -1,6 +1,5 @@
 """The pointer-chasing task (ttc/tasks/graph.py): format, answer parsing, exact step checkers."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from ttc.tasks import TASKS, make_task
 from ttc.tasks.base import INVALID_ANSWER, Task, pad_to
 from ttc.tasks.graph import GraphWalkTask
+from ttc.testing import check_prefix_matches_steps
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["sorted", "shuffled"])
@@ -176,34 +176,15 @@ def test_prefix_checker_matches_step_checker(gtask):
     """The jit prefix checker agrees with the independent re-walk at every step boundary."""
     rng = np.random.default_rng(0)
     ps = gtask.problems(60, seed=2, split="test")
-    tok = gtask.tokenizer
-    width = gtask.max_prompt_len + gtask.max_solution_len + 4
-    check = jax.jit(gtask.prefix_correct)
-    rows, plens, lens, golds, expected = [], [], [], [], []
-    n_corrupt = 0
-    for i in range(len(ps)):
-        sol = tok.decode(ps.gold[i])
+    sols, n_corrupt = [], 0
+    for g in ps.gold:
+        sol = gtask.tokenizer.decode(g)
         if rng.random() < 0.6:  # corrupt one character (letters, step/answer markers)
             j = int(rng.integers(len(sol)))
             sol = sol[:j] + rng.choice(list("abcdefg;!")) + sol[j + 1 :]
             n_corrupt += 1
-        verdicts = gtask.check_steps(i, ps, sol)
-        steps = sol.split(";")
-        for k in range(len(steps)):
-            prefix = ";".join(steps[: k + 1]) + (";" if k < len(steps) - 1 else "")
-            ids = list(ps.prompts[i, : ps.prompt_len[i]]) + tok.encode(prefix)
-            if k == len(steps) - 1:
-                ids.append(tok.EOS)
-            if len(ids) > width:
-                continue
-            rows.append(ids)
-            plens.append(ps.prompt_len[i])
-            lens.append(len(ids))
-            golds.append(ps.gold[i])
-            expected.append(verdicts[k])
-    ok = check(jnp.asarray(pad_to(rows, width)), jnp.asarray(np.array(plens, np.int32)),
-               jnp.asarray(np.array(lens, np.int32)), jnp.asarray(np.stack(golds)))
-    np.testing.assert_array_equal(np.asarray(ok), np.array(expected))
+        sols.append(sol)
+    expected = check_prefix_matches_steps(gtask, ps, sols)
     assert len(expected) > 100 and n_corrupt > 20
     assert 0 < np.mean(expected) < 1
 

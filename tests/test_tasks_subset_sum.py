@@ -3,7 +3,6 @@ exact step checkers, the problem count the config schema uses."""
 
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from ttc.tasks import TASKS, make_task
 from ttc.tasks.base import INVALID_ANSWER, Task, pad_to
 from ttc.tasks.subset_sum import SubsetSumTask, count_problems, subsets_reaching
+from ttc.testing import check_prefix_matches_steps
 
 
 @pytest.fixture(scope="module")
@@ -173,32 +173,16 @@ def test_prefix_checker_matches_step_checker(task):
     boundary, on correct and corrupted solutions."""
     rng = np.random.default_rng(1)
     ps = task.problems(60, seed=2, split="test")
-    tok = task.tokenizer
-    width = task.max_prompt_len + task.max_solution_len + 4
-    rows, plens, lens, golds, expected = [], [], [], [], []
-    for i in range(len(ps)):
-        sol = tok.decode(ps.gold[i])
+    sols = []
+    for g in ps.gold:
+        sol = task.tokenizer.decode(g)
         if rng.random() < 0.6:  # flip one decision or one digit of a sum
             j = int(rng.integers(len(sol)))
             swap = {"+": "_", "_": "+"}.get(sol[j], str((int(sol[j]) + 1) % 10)
                                             if sol[j].isdigit() else sol[j])
             sol = sol[:j] + swap + sol[j + 1:]
-        verdicts = task.check_steps(i, ps, sol)
-        steps = sol.split(";")
-        for k in range(len(steps)):
-            prefix = ";".join(steps[: k + 1]) + (";" if k < len(steps) - 1 else "")
-            ids = list(ps.prompts[i, : ps.prompt_len[i]]) + tok.encode(prefix)
-            if k == len(steps) - 1:
-                ids.append(tok.EOS)
-            rows.append(ids)
-            plens.append(ps.prompt_len[i])
-            lens.append(len(ids))
-            golds.append(ps.gold[i])
-            expected.append(verdicts[k])
-    ok = jax.jit(task.prefix_correct)(
-        jnp.asarray(pad_to(rows, width)), jnp.asarray(np.array(plens, np.int32)),
-        jnp.asarray(np.array(lens, np.int32)), jnp.asarray(np.stack(golds)))
-    np.testing.assert_array_equal(np.asarray(ok), np.array(expected))
+        sols.append(sol)
+    expected = check_prefix_matches_steps(task, ps, sols)
     assert len(expected) > 100 and 0 < np.mean(expected) < 1
 
 

@@ -59,3 +59,35 @@ def check_step_scores(seen, tokens, full_probs, tokenizer, *, atol: float = 1e-4
                 assert abs(last[b] - ref) < atol, (b, pos, last[b], ref)
                 checked += 1
     return checked
+
+
+def check_prefix_matches_steps(task, ps, solutions, *, width: int | None = None) -> list[bool]:
+    """Asserts that ``task.prefix_correct`` (jitted) agrees with ``task.check_steps`` at every
+    step boundary of each decoded solution in ``solutions`` (one per problem of ``ps``): the
+    prefix ending at step ``k``'s delimiter (or ``EOS`` for the last step) is correct iff step
+    ``k``'s verdict is. Returns the verdicts checked."""
+    from ttc.tasks.base import pad_to
+
+    tok = task.tokenizer
+    width = width or task.max_prompt_len + task.max_solution_len + 4
+    rows, plens, lens, golds, expected = [], [], [], [], []
+    for i, sol in enumerate(solutions):
+        verdicts = task.check_steps(i, ps, sol)
+        steps = sol.split(tok.step_delimiter)
+        for k in range(len(steps)):
+            last = k == len(steps) - 1
+            prefix = tok.step_delimiter.join(steps[: k + 1]) + ("" if last else tok.step_delimiter)
+            ids = [*ps.prompts[i, : ps.prompt_len[i]], *tok.encode(prefix)] + ([tok.EOS] if last
+                                                                               else [])
+            if len(ids) > width:
+                continue
+            rows.append(ids)
+            plens.append(ps.prompt_len[i])
+            lens.append(len(ids))
+            golds.append(ps.gold[i])
+            expected.append(verdicts[k])
+    ok = jax.jit(task.prefix_correct)(
+        jnp.asarray(pad_to(rows, width)), jnp.asarray(np.array(plens, np.int32)),
+        jnp.asarray(np.array(lens, np.int32)), jnp.asarray(np.stack(golds)))
+    np.testing.assert_array_equal(np.asarray(ok), np.array(expected))
+    return expected
