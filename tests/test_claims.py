@@ -60,6 +60,7 @@ def test_compute_optimal_detects_a_better_method(tmp_path):
     assert r.held is True
     assert (tmp_path / "co.png").stat().st_size > 1000
     assert "compute-optimal" in r.table
+    assert "FLOPs multiplier" in r.summary and "n/ax" not in r.summary
     # and with a useless candidate the claim does not hold
     bad = curve_records("beam", "beam", lambda b, i: 0.0)
     cs = C.curves(base + bad + single)

@@ -247,8 +247,9 @@ def check_compute_optimal(cs: dict[str, Curve], *, baseline: str, candidates: li
     never = np.isinf(m)
     held = bool(np.any(m >= threshold))
     gain = res.accuracy - base.acc
-    summary = (f"compute-optimal over {candidates} vs {baseline}: largest finite FLOPs "
-               f"multiplier {_fmt(best, 2)}x"
+    largest = (f"largest finite FLOPs multiplier {_fmt(best, 2)}x" if np.isfinite(best)
+               else "no finite FLOPs multiplier")
+    summary = (f"compute-optimal over {candidates} vs {baseline}: {largest}"
                + (f", and at N={budgets[never].tolist()} {baseline} never reaches the "
                   f"compute-optimal accuracy" if never.any() else "")
                + f"; accuracy gain at equal budget {_fmt(gain.min())} to {_fmt(gain.max())}, "
