@@ -7,7 +7,7 @@ import pytest
 from ttc.tasks import TASKS, make_task
 from ttc.tasks.base import INVALID_ANSWER, Task, pad_to
 from ttc.tasks.graph import GraphWalkTask
-from ttc.testing import check_prefix_matches_steps
+from ttc.testing import check_prefix_matches_steps, check_problems_deterministic
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["sorted", "shuffled"])
@@ -52,13 +52,8 @@ def test_registered_and_protocol(gtask):
 
 
 def test_determinism_and_distinct(gtask):
+    check_problems_deterministic(gtask)
     a = gtask.problems(80, seed=3, split="train")
-    b = gtask.problems(80, seed=3, split="train")
-    c = gtask.problems(80, seed=4, split="train")
-    assert a.texts == b.texts
-    np.testing.assert_array_equal(a.gold, b.gold)
-    assert a.texts != c.texts
-    assert len(set(a.texts)) == 80
     assert (a.difficulty >= 1).all() and (a.difficulty <= 4).all()
     assert set(a.difficulty.tolist()) == {1, 2, 3, 4}
 

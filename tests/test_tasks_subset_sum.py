@@ -10,7 +10,7 @@ import pytest
 from ttc.tasks import TASKS, make_task
 from ttc.tasks.base import INVALID_ANSWER, Task, pad_to
 from ttc.tasks.subset_sum import SubsetSumTask, count_problems, subsets_reaching
-from ttc.testing import check_prefix_matches_steps
+from ttc.testing import check_prefix_matches_steps, check_problems_deterministic
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +58,8 @@ def test_example():
 
 
 def test_determinism_and_distinct(task):
+    check_problems_deterministic(task)
     a = task.problems(80, seed=3, split="train")
-    b = task.problems(80, seed=3, split="train")
-    c = task.problems(80, seed=4, split="train")
-    assert a.texts == b.texts
-    np.testing.assert_array_equal(a.gold, b.gold)
-    assert a.texts != c.texts
-    assert len(set(a.texts)) == 80
     assert set(a.difficulty.tolist()) == {2, 3, 4, 5}
 
 

@@ -91,3 +91,15 @@ def check_prefix_matches_steps(task, ps, solutions, *, width: int | None = None)
         jnp.asarray(np.array(lens, np.int32)), jnp.asarray(np.stack(golds)))
     np.testing.assert_array_equal(np.asarray(ok), np.array(expected))
     return expected
+
+
+def check_problems_deterministic(task, n: int = 80) -> None:
+    """Asserts that ``task.problems`` is deterministic in its seed, differs across seeds and
+    draws ``n`` distinct problems."""
+    a = task.problems(n, seed=3, split="train")
+    b = task.problems(n, seed=3, split="train")
+    c = task.problems(n, seed=4, split="train")
+    assert a.texts == b.texts
+    np.testing.assert_array_equal(a.gold, b.gold)
+    assert a.texts != c.texts
+    assert len(set(a.texts)) == n
