@@ -168,8 +168,6 @@ def oracle_scores(verdicts: Bool[Array, "B K"], mask: Bool[Array, "B K"], key: P
     return _clip(_noisy(verdicts.astype(jnp.float32), key, spec) * mask)
 
 
-
-
 def _noisy(score, key, spec: RewardSpec):
     if spec.flip > 0 or spec.noise > 0:
         k1, k2 = jax.random.split(key)
