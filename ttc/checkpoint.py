@@ -53,7 +53,15 @@ from flax import nnx
 
 from ttc.errors import ConfigError
 from ttc.fsutil import fsync_dir
-from ttc.models import PolicyConfig, config_from_dict, config_to_dict, create
+from ttc.models import (
+    PolicyConfig,
+    check_model_split,
+    config_from_dict,
+    config_to_dict,
+    create,
+    partition_rules,
+)
+from ttc.parallel import Layout, place
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +103,17 @@ class LoadedModel:
     def from_module(cls, module: nnx.Module, meta: dict | None = None) -> LoadedModel:
         graphdef, params = nnx.split(module, nnx.Param)
         return cls(cfg=module.cfg, graphdef=graphdef, params=params, meta=dict(meta or {}))
+
+    def on_mesh(self, layout: Layout) -> LoadedModel:
+        """This model with its parameters on ``layout``'s mesh, split over its ``model`` axis
+        by the family's partition rules (:func:`ttc.parallel.place`).
+
+        Raises:
+            ValueError: the ``model`` axis does not divide the heads or MLP width.
+        """
+        check_model_split(self.cfg, layout.model)
+        rules = partition_rules(self.cfg, layout.model)
+        return dataclasses.replace(self, params=place(self.params, layout, rules))
 
     def on_host(self) -> LoadedModel:
         """This model with its parameters as host numpy arrays (as :func:`load` returns them),

@@ -32,7 +32,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from ttc.models.interface import Cache
-from ttc.parallel import fetch, over_rows, resolve_devices
+from ttc.parallel import Layout, fetch, on_layout, over_rows, resolve_layout
 from ttc.tasks.base import answers_on_host, traced_answers
 from ttc.tasks.stops import StopRule, stop_rule
 
@@ -657,7 +657,7 @@ def generate_solutions(
     max_rows: int = 4096,
     slots: int = 1024,
     queue_rows: int | None = None,
-    devices: int | None = None,
+    devices: int | Layout | None = None,
     progress: bool = False,
 ) -> Samples:
     """Samples ``num_samples`` complete solutions per prompt by continuous batching.
@@ -684,15 +684,18 @@ def generate_solutions(
     ``max_rows``, ``slots``, ``queue_rows`` or which problems are sampled alongside it, and
     the distribution is the one of :func:`decode` (same token selection, same logits).
 
-    With ``devices > 1`` (default: every device of :func:`ttc.parallel.sampler_devices`; on a
-    CPU host one per core, see :mod:`ttc.parallel`) each call's problems are dealt round-robin
-    to the devices, and each device runs its own loop over its share with ``1 / devices`` of the
-    slots. The samples are the same for any device count; only the executed-work counters
-    (``executed_row_steps``, prefill padding) change with it.
+    ``devices`` is a device count or a :class:`~ttc.parallel.Layout` (default: the policy layout
+    of :func:`ttc.parallel.use_layouts`, else every device of
+    :func:`ttc.parallel.sampler_devices`; on a CPU host one per core, see :mod:`ttc.parallel`).
+    With several ``data`` slices each call's problems are dealt round-robin to them, and each
+    slice runs its own loop over its share with ``1 / data`` of the slots, its layers split
+    over its ``model`` devices. The samples are the same for any layout; only the executed-work
+    counters (``executed_row_steps``, prefill padding) change with it.
     """
     p, lp = prompts.shape
     n = num_samples
-    d = resolve_devices(devices)
+    layout = resolve_layout(devices, "policy")
+    d = layout.data
     cap = max(1, min(slots, max_rows))
     queue_rows = 16 * cap if queue_rows is None else queue_rows
     # problems per call: all of them up to the queue size, but never fewer than 256 rows' worth
@@ -700,6 +703,8 @@ def generate_solutions(
     # device
     per_chunk = max(1, min(queue_rows // n, max(p, min(queue_rows, 256) // n)))
     d = min(d, per_chunk)  # no device without a problem
+    layout = layout.with_data(d)
+    params = on_layout(params, layout)
     group = min(per_chunk // d, 8)
     per_chunk = -(-per_chunk // (group * d)) * group * d
     # at least ~8 waves of samples per slot (the drain is then a small part), 64 slots or more
@@ -730,7 +735,7 @@ def generate_solutions(
         o = _generate_jit(
             graphdef, params, jnp.asarray(prompts[idx]), jnp.asarray(prompt_len[idx]),
             jnp.asarray(idx, jnp.int32), jnp.asarray(n_valid, jnp.int32), key, sampling,
-            task=task, num_samples=n, slots=b, group=group, devices=d,
+            task=task, num_samples=n, slots=b, group=group, devices=layout,
         )
         o = fetch(o)
         for f in fields:

@@ -19,29 +19,50 @@ a loss where reading the weights dominates a step, as for a 100M-parameter model
 rows (measured by ``scripts/bench.py``, docs/BENCHMARKS.md). Use ``host_devices=1`` for such
 models on a CPU.
 
-Conventions: the mesh has one axis, :data:`ROWS`; arrays sharded on it are split along their
-leading (problem) axis into equal contiguous blocks, in device order.
+Meshes: a :class:`Layout` names the devices one model's samplers run on, as a
+``data x model`` mesh (``jax.sharding.Mesh`` with axes :data:`DATA` and :data:`MODEL`) over the
+local devices ``first .. first + data * model - 1``. Problems are split over ``data`` (each
+slice runs its own loop, as above, in a ``jax.shard_map`` manual over ``data`` only); the
+parameters are split over ``model`` by their family's partition rules
+(:func:`partition_specs`: attention heads and MLP hidden units, Megatron-style column/row
+splits, Shoeybi et al. 2019, "Megatron-LM"), and XLA's SPMD partitioner (GSPMD) runs each
+layer on its ``model`` devices, with the KV cache split like its heads. No collective crosses
+``data``, so the slices' loops may run different numbers of iterations. The sampled tokens do
+not depend on the layout (each sample has its own key); where a ``model`` split changes a
+sum's order, logits differ in the last bits (tests/test_mesh.py checks both).
+
+Conventions: arrays sharded on :data:`DATA` are split along their leading (problem) axis into
+equal contiguous blocks, in device order.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import inspect
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import jax
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ROWS = "rows"
+DATA = "data"
 """Name of the mesh axis that problems (and their sample rows) are sharded over."""
+
+ROWS = DATA
+"""Alias of :data:`DATA`."""
+
+MODEL = "model"
+"""Name of the mesh axis that parameters are split over (tensor parallelism)."""
 
 
 def usable_cores() -> int:
@@ -116,13 +137,85 @@ def sampler_devices() -> int:
     return jax.local_device_count()
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Layout:
+    """Where one model's samplers run: a ``data x model`` mesh over local devices
+    ``first .. first + data * model - 1`` (frozen and hashable: a static jit argument).
+
+    Attributes:
+        data: slices that problems are split over (each runs its own decode loop).
+        model: devices each slice splits the parameters, heads and KV cache over.
+        first: index (in ``jax.local_devices()``) of the mesh's first device; a policy and a
+            reward model may live on disjoint sub-meshes of one host.
+    """
+
+    data: int = 1
+    model: int = 1
+    first: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("data", "model", "first"):
+            v = getattr(self, name)
+            least = 0 if name == "first" else 1
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                raise ValueError(f"Layout.{name} must be an integer >= {least}, got {v!r}")
+
+    @property
+    def size(self) -> int:
+        """Devices of the mesh: ``data * model``."""
+        return self.data * self.model
+
+    @property
+    def plain(self) -> bool:
+        """Whether this is the default data-parallel layout: no ``model`` split, starting at
+        device 0 (the parameters then need no placement; ``shard_map`` replicates them)."""
+        return self.model == 1 and self.first == 0
+
+    def with_data(self, data: int) -> Layout:
+        """This layout with ``data`` slices."""
+        return dataclasses.replace(self, data=data)
+
+    def devices(self) -> list[jax.Device]:
+        """The mesh's devices, in order.
+
+        Raises:
+            ValueError: this process has too few local devices.
+        """
+        have = jax.local_devices()
+        if self.first + self.size > len(have):
+            raise ValueError(
+                f"a {self.data}x{self.model} (data x model) mesh from device {self.first} needs "
+                f"{self.first + self.size} devices, but this process has {len(have)}")
+        return have[self.first:self.first + self.size]
+
+    def __str__(self) -> str:
+        at = f" from device {self.first}" if self.first else ""
+        return f"{self.data}x{self.model} (data x model){at}"
+
+
+def mesh_of(layout: Layout) -> Mesh:
+    """The ``jax.sharding.Mesh`` of ``layout``: axes ``(DATA, MODEL)``, or only :data:`DATA`
+    when ``model`` is 1."""
+    return _mesh(layout, tuple(d.id for d in layout.devices()))
+
+
+@functools.lru_cache(maxsize=64)
+def _mesh(layout: Layout, ids: tuple[int, ...]) -> Mesh:
+    devs = [d for d in jax.local_devices() if d.id in ids]
+    devs.sort(key=lambda d: ids.index(d.id))
+    if layout.model == 1:
+        return jax.make_mesh((layout.data,), (DATA,), axis_types=(jax.sharding.AxisType.Auto,),
+                             devices=devs)
+    return jax.make_mesh((layout.data, layout.model), (DATA, MODEL),
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devs)
+
+
 def row_mesh(devices: int) -> Mesh:
-    """A one-axis (:data:`ROWS`) mesh over the first ``devices`` devices of the default backend."""
+    """A one-axis (:data:`DATA`) mesh over the first ``devices`` devices of the default backend."""
     have = jax.local_devices()
     if not 1 <= devices <= len(have):
         raise ValueError(f"devices={devices}, but this process has {len(have)} device(s)")
-    return jax.make_mesh((devices,), (ROWS,), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=have[:devices])
+    return mesh_of(Layout(data=devices))
 
 
 def resolve_devices(devices: int | None) -> int:
@@ -135,29 +228,135 @@ def resolve_devices(devices: int | None) -> int:
     return int(devices)
 
 
-def over_rows(fn: Callable, devices: int, *, split: Collection[str] = ()) -> Callable:
-    """``fn`` run on ``devices`` devices side by side.
+_layouts = threading.local()
+
+ROLES = ("policy", "reward")
+"""Whose samplers a :class:`Layout` is for: the policy's (sampling, searches) or the reward
+model's (scoring pools of finished solutions)."""
+
+
+@contextlib.contextmanager
+def use_layouts(*, policy: Layout | None = None, reward: Layout | None = None
+                ) -> Iterator[None]:
+    """Within this block (this thread), samplers called without ``devices`` run the policy on
+    ``policy`` and score with the reward model on ``reward`` (``None``: the default, every
+    device on :data:`DATA`). Step-level searches run policy and reward model in one program,
+    on the policy's layout. Nests."""
+    prev = {r: getattr(_layouts, r, None) for r in ROLES}
+    _layouts.policy, _layouts.reward = policy, reward
+    try:
+        yield
+    finally:
+        for r, v in prev.items():
+            setattr(_layouts, r, v)
+
+
+def resolve_layout(devices: int | Layout | None, role: str = "policy") -> Layout:
+    """The layout a sampler runs on: ``devices`` itself (a :class:`Layout`, checked against
+    this process), ``Layout(data=devices)`` for a device count, or (``None``) the layout of
+    :func:`use_layouts` for ``role``, else every :func:`sampler_devices` device on
+    :data:`DATA`. Inside :func:`pinned` it is always one device."""
+    if isinstance(devices, Layout):
+        devices.devices()
+        return devices
+    if devices is None and getattr(_pin, "device", None) is None:
+        active = getattr(_layouts, role, None)
+        if active is not None:
+            return active
+    return Layout(data=resolve_devices(devices))
+
+
+def fit_layout(devices: int | Layout | None, role: str, most: int) -> Layout:
+    """:func:`resolve_layout`, with at most ``most`` ``data`` slices (no slice without work)."""
+    layout = resolve_layout(devices, role)
+    return layout.with_data(max(1, min(layout.data, most)))
+
+
+def over_rows(fn: Callable, devices: int | Layout, *, split: Collection[str] = ()) -> Callable:
+    """``fn`` run on the ``data`` slices of a layout side by side.
 
     Args:
-        fn: the per-device function, called with positional arguments only (a
+        fn: the per-slice function, called with positional arguments only (a
             ``functools.partial`` may bind leading and keyword arguments: they are not counted).
-        devices: how many devices; ``fn`` itself is returned when it is 1.
+        devices: a :class:`Layout`, or a device count (``Layout(data=devices)``); ``fn`` itself
+            is returned for one plain device.
         split: names of ``fn``'s positional parameters whose arguments are cut along their
-            leading axis into one equal block per device; every other argument is replicated.
+            leading axis into one equal block per ``data`` slice; every other argument is
+            replicated over ``data`` (and keeps its own ``model`` sharding: within a slice
+            XLA partitions ``fn`` over ``model`` from its inputs' shardings).
 
     Returns:
         A traceable function of the same positional arguments whose every output is
-        concatenated along its leading axis over the devices (so a per-device scalar must be
+        concatenated along its leading axis over the slices (so a per-slice scalar must be
         returned as ``[1]``).
 
     Raises:
         ValueError: a name in ``split`` is not a positional parameter of ``fn``.
     """
+    layout = devices if isinstance(devices, Layout) else Layout(data=devices)
     spec = _row_specs(fn, split)
-    if devices == 1:
+    if layout.size == 1 and layout.first == 0:
         return fn
-    return jax.shard_map(fn, mesh=row_mesh(devices), in_specs=spec,
-                         out_specs=PartitionSpec(ROWS), check_vma=False)
+    return jax.shard_map(fn, mesh=mesh_of(layout), in_specs=spec,
+                         out_specs=PartitionSpec(DATA), axis_names={DATA}, check_vma=False)
+
+
+Rules = Sequence[tuple[str, tuple]]
+"""Partition rules: ``(regex, spec)`` pairs; a parameter whose ``/``-joined path (e.g.
+``blocks/0/q/kernel``) matches ``regex`` (``re.search``; first match wins) is split as
+``PartitionSpec(*spec)``; unmatched parameters are replicated."""
+
+
+def param_path(path) -> str:
+    """The ``/``-joined name of a pytree key path (``blocks/0/q/kernel``; nnx's trailing
+    ``value`` dropped)."""
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    return name[:-len("/value")] if name.endswith("/value") else name
+
+
+def partition_specs(params: Any, rules: Rules) -> Any:
+    """A tree like ``params`` of each parameter's ``PartitionSpec`` under ``rules``."""
+    compiled = [(re.compile(pat), PartitionSpec(*spec)) for pat, spec in rules]
+
+    def one(path, _):
+        name = param_path(path)
+        return next((spec for pat, spec in compiled if pat.search(name)), PartitionSpec())
+
+    return jax.tree_util.tree_map_with_path(one, params)
+
+
+def place(params: Any, layout: Layout, rules: Rules = ()) -> Any:
+    """``params`` put on ``layout``'s mesh: split over :data:`MODEL` by ``rules`` (ignored when
+    ``model`` is 1), replicated over :data:`DATA`. A plain layout returns ``params`` as they
+    are."""
+    if layout.plain:
+        return params
+    mesh = mesh_of(layout)
+    specs = partition_specs(params, rules if layout.model > 1 else ())
+    return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), params, specs)
+
+
+def on_layout(params: Any, layout: Layout) -> Any:
+    """``params`` moved onto ``layout``'s mesh, each keeping its :data:`MODEL` split where it
+    has one (from :func:`place` on another mesh) and replicated otherwise: how a sampler
+    brings a model placed for one layout (a reward model on its own sub-mesh) into a program
+    on another (a step-level search on the policy's). A no-op where they are already there,
+    and for a plain layout."""
+    if layout.plain:
+        return params
+    mesh = mesh_of(layout)
+
+    def one(x):
+        spec = PartitionSpec()
+        sh = getattr(x, "sharding", None)
+        if layout.model > 1 and isinstance(sh, NamedSharding) and MODEL in sh.mesh.axis_names:
+            spec = sh.spec
+        target = NamedSharding(mesh, spec)
+        if isinstance(sh, NamedSharding) and sh.is_equivalent_to(target, x.ndim):
+            return x
+        return jax.device_put(x, target)
+
+    return jax.tree.map(one, params)
 
 
 def _row_specs(fn: Callable, split: Collection[str]) -> tuple[PartitionSpec, ...]:

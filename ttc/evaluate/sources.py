@@ -17,7 +17,7 @@ from ttc.decode import TRACE_COUNTS, Samples
 from ttc.errors import ConfigError
 from ttc.methods import MethodSpec
 from ttc.models.interface import PolicyConfig
-from ttc.parallel import device_groups, fetch, over_rows, resolve_devices
+from ttc.parallel import Layout, device_groups, fetch, fit_layout, on_layout, over_rows
 from ttc.tasks.base import ProblemSet, Task, answers_on_host
 from ttc.tasks.stops import stop_rule
 
@@ -135,14 +135,16 @@ def _score_suffixes(params, prefix, row_prompt, tokens, prompt_len, length, *, s
 
 
 def score_pool(src: RewardSource, task: Task, samples: Samples, problems: ProblemSet, seed: int,
-               chunk: int | None = None, devices: int | None = None) -> PoolScoring:
+               chunk: int | None = None, devices: int | Layout | None = None) -> PoolScoring:
     """Step scores ``[P, N, K]``, mask and executed FLOPs of every pooled solution.
 
-    Fixed-size chunks of rows, ``devices`` of them side by side (:mod:`ttc.parallel`: the scores
-    do not depend on the device count). A learned verifier runs each prompt once
-    (:func:`ttc.rewards.prefill_prompts`) and the solutions sorted by length, each chunk only
-    as wide as its longest solution (:func:`ttc.rewards.score_suffixes`); the oracle scores
-    whole rows, each chunk with its own key. ``chunk``: rows per chunk (default
+    Fixed-size chunks of rows, one per ``data`` slice of ``devices`` side by side (a device
+    count or :class:`~ttc.parallel.Layout`; default: the reward layout of
+    :func:`ttc.parallel.use_layouts`, see :mod:`ttc.parallel`: the scores do not depend on it).
+    A learned verifier runs each prompt once (:func:`ttc.rewards.prefill_prompts`) and the
+    solutions sorted by length, each chunk only as wide as its longest solution
+    (:func:`ttc.rewards.score_suffixes`); the oracle scores whole rows, each chunk with its own
+    key. ``chunk``: rows per chunk (default
     :data:`LEARNED_CHUNK` for a learned verifier, 2048 for the oracle).
     """
     if src.scorer is not None:
@@ -163,14 +165,15 @@ def score_pool(src: RewardSource, task: Task, samples: Samples, problems: Proble
         chunks.append((np.where(idx < p * n, idx, i), sub, min(chunk, p * n - i)))
     if answers_on_host(task):  # a text task's verdicts are host work
         return _score_oracle_host(src.spec, task, tokens, plen, length, gold, chunks, (p, n))
-    d = min(resolve_devices(devices), len(chunks))
+    layout = fit_layout(devices, "reward", len(chunks))
+    d, params = layout.data, on_layout(src.params, layout)
     outs, masks = [], []
     for group, padded in device_groups(chunks, d):
         idx = np.concatenate([c[0] for c in padded])
-        sc, mk = _score_pool(src.params, jnp.asarray(tokens[idx]), jnp.asarray(plen[idx]),
+        sc, mk = _score_pool(params, jnp.asarray(tokens[idx]), jnp.asarray(plen[idx]),
                              jnp.asarray(length[idx]), jnp.asarray(gold[idx]),
                              jnp.stack([c[1] for c in padded]), spec=src.spec, task=task,
-                             devices=d)
+                             devices=layout)
         sc, mk = fetch((sc, mk))
         for j, (_, _, keep) in enumerate(group):
             outs.append(sc[j * chunk:j * chunk + keep])
@@ -205,7 +208,7 @@ def _score_oracle_host(spec: R.RewardSpec, task: Task, tokens, plen, length, gol
 
 
 def _score_learned(src: RewardSource, task: Task, samples: Samples, problems: ProblemSet,
-                   chunk: int, devices: int | None) -> PoolScoring:
+                   chunk: int, devices: int | Layout | None) -> PoolScoring:
     """:func:`score_pool` of a learned verifier: prompts once, solutions sorted by length."""
     p, n, t = samples.tokens.shape
     tokens = samples.tokens.reshape(p * n, t)
@@ -213,12 +216,13 @@ def _score_learned(src: RewardSource, task: Task, samples: Samples, problems: Pr
     length = samples.length.reshape(-1)
     row_prompt = np.repeat(np.arange(p), n)
     lp = problems.prompts.shape[1]
-    prefix = _prefill_pool(src.params, jnp.asarray(problems.prompts),
-                           jnp.asarray(problems.prompt_len), spec=src.spec)
     order = np.argsort(length - plen, kind="stable")
     chunk = min(chunk, -(-p * n // 8) * 8)  # a small pool is one chunk, not mostly padding
     chunks = [order[i:i + chunk] for i in range(0, p * n, chunk)]
-    d = min(resolve_devices(devices), len(chunks))
+    layout = fit_layout(devices, "reward", len(chunks))
+    d, params = layout.data, on_layout(src.params, layout)
+    prefix = _prefill_pool(params, jnp.asarray(problems.prompts),
+                           jnp.asarray(problems.prompt_len), spec=src.spec)
     rows = p * n
     k = task.max_steps + 1
     steps, mask = np.zeros((rows, k), np.float32), np.zeros((rows, k), bool)
@@ -227,10 +231,10 @@ def _score_learned(src: RewardSource, task: Task, samples: Samples, problems: Pr
         idx = np.concatenate([np.pad(c, (0, chunk - len(c)), mode="edge") for c in padded])
         sol = int((length[idx] - plen[idx]).max())
         width = max(WIDTH_STEP, -(-sol // WIDTH_STEP) * WIDTH_STEP)
-        sc, mk = _score_suffixes(src.params, prefix, jnp.asarray(row_prompt[idx]),
+        sc, mk = _score_suffixes(params, prefix, jnp.asarray(row_prompt[idx]),
                                  jnp.asarray(tokens[idx]), jnp.asarray(plen[idx]),
                                  jnp.asarray(length[idx]), spec=src.spec, task=task,
-                                 devices=d, width=width)
+                                 devices=layout, width=width)
         real = np.concatenate(group)
         steps[real], mask[real] = np.asarray(sc)[:len(real)], np.asarray(mk)[:len(real)]
         # every padded row and slot of the call, shared by the group's real rows

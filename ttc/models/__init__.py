@@ -8,11 +8,13 @@ from ttc.models.interface import HEADS, Cache, LayerCache, Policy, PolicyConfig
 from ttc.models.llama import Llama, LlamaConfig
 from ttc.models.registry import (
     DEFAULT_FAMILY,
+    check_model_split,
     config_from_dict,
     config_to_dict,
     create,
     families,
     family_of,
+    partition_rules,
     register,
 )
 from ttc.models.transformer import Transformer, TransformerConfig, init_cache
@@ -31,11 +33,13 @@ __all__ = [
     "PolicyConfig",
     "Transformer",
     "TransformerConfig",
+    "check_model_split",
     "config_from_dict",
     "config_to_dict",
     "create",
     "families",
     "family_of",
     "init_cache",
+    "partition_rules",
     "register",
 ]

@@ -440,6 +440,20 @@ class Llama(nnx.Module):
     ``[D, 1]`` with bias for ``'scalar'``), plus ``value`` and ``feat_w`` for ``'lm_value'``.
     """
 
+    @staticmethod
+    def partition_rules(cfg: LlamaConfig, model: int) -> tuple[tuple[str, tuple], ...]:
+        """How the parameters split over a ``model`` mesh axis of size ``model``
+        (:func:`ttc.parallel.place`): Megatron-style (Shoeybi et al. 2019), q/k/v and gate/up
+        by output columns (whole heads, whole hidden units on each device), o and down by input
+        rows, so each layer needs one all-reduce after attention and one after the MLP.
+        Key/value projections (and so the KV cache) split only where ``model`` divides
+        ``n_kv_heads``, and are replicated otherwise; embeddings, norms and the output head
+        are replicated."""
+        cols = "q|k|v|gate|up" if cfg.n_kv_heads % model == 0 else "q|gate|up"
+        return ((rf"^blocks/\d+/({cols})/kernel$", (None, "model")),
+                (rf"^blocks/\d+/({cols})/bias$", ("model",)),
+                (r"^blocks/\d+/(o|down)/kernel$", ("model", None)))
+
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
         dt = cfg.jnp_dtype
         self.cfg = cfg

@@ -62,6 +62,29 @@ def create(cfg: PolicyConfig, seed: int = 0) -> Policy:
     return module_cls(cfg, rngs=nnx.Rngs(seed))
 
 
+def partition_rules(cfg: PolicyConfig, model: int) -> tuple[tuple[str, tuple], ...]:
+    """The family's partition rules for a ``model`` mesh axis of size ``model`` (its module's
+    ``partition_rules(cfg, model)``; none: every parameter replicated), for
+    :func:`ttc.parallel.place`."""
+    _, module_cls = _BY_NAME[family_of(cfg)]
+    rules = getattr(module_cls, "partition_rules", None)
+    return tuple(rules(cfg, model)) if rules is not None else ()
+
+
+def check_model_split(cfg: PolicyConfig, model: int) -> None:
+    """Checks that a ``model`` mesh axis of size ``model`` divides ``cfg``'s attention heads and
+    MLP hidden units (what the partition rules split).
+
+    Raises:
+        ValueError: it does not; the message names the sizes.
+    """
+    for name in ("n_heads", "d_ff"):
+        size = getattr(cfg, name, None)
+        if size is not None and size % model:
+            raise ValueError(f"mesh model={model} does not divide the model's {name}={size}; "
+                             f"choose a model axis size that divides {name}")
+
+
 def config_to_dict(cfg: PolicyConfig) -> dict[str, Any]:
     """``cfg`` as JSON-able checkpoint metadata: ``{"family": name, **fields}``."""
     return {"family": family_of(cfg), **dataclasses.asdict(cfg)}

@@ -156,6 +156,17 @@ class Block(nnx.Module):
 class Transformer(nnx.Module):
     """Decoder-only transformer (a :class:`ttc.models.interface.Policy`)."""
 
+    @staticmethod
+    def partition_rules(cfg: TransformerConfig, model: int) -> tuple[tuple[str, tuple], ...]:
+        """How the parameters split over a ``model`` mesh axis (:func:`ttc.parallel.place`):
+        the MLP by hidden units (``fc`` by columns, ``out`` by rows; Shoeybi et al. 2019).
+        Attention stays replicated: the fused ``qkv`` kernel's columns are ``q | k | v``, so
+        an even column split would not cut it at head boundaries."""
+        del cfg, model
+        return ((r"^blocks/\d+/fc/kernel$", (None, "model")),
+                (r"^blocks/\d+/fc/bias$", ("model",)),
+                (r"^blocks/\d+/out/kernel$", ("model", None)))
+
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, rngs=rngs)

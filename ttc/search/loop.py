@@ -57,7 +57,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ttc import registry as REG
 from ttc import rewards as R
 from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode_with, prefill
-from ttc.parallel import device_groups, fetch, over_rows, resolve_devices
+from ttc.parallel import Layout, device_groups, fetch, fit_layout, on_layout, over_rows
 from ttc.search.aggregate import best_of_n, majority_vote
 from ttc.search.rebase import ancestors, balanced_counts
 from ttc.search.resampling import ess, resample
@@ -791,7 +791,7 @@ def run_search(
     hp: SearchParams | None = None,
     max_rows: int = 4096,
     chunk_rows: int = CHUNK_ROWS,
-    devices: int | None = None,
+    devices: int | Layout | None = None,
     scorer=None,
     questions: Sequence[str] | None = None,
 ) -> SearchResult:
@@ -806,8 +806,11 @@ def run_search(
     into its chunk, not on the caller's order of the problem set. The last chunk is padded with
     copies of its last problem; the padding rows' executed work is charged to its problems.
 
-    With ``devices > 1`` (default: :func:`ttc.parallel.sampler_devices`) consecutive chunks run
-    side by side, one per device, in one call. A chunk's result is the same for any device count
+    With several ``data`` slices in ``devices`` (a device count or a
+    :class:`~ttc.parallel.Layout`; default: the policy layout of :func:`ttc.parallel.use_layouts`,
+    else every device of :func:`ttc.parallel.sampler_devices`) consecutive chunks run side by
+    side, one per slice, in one call; policy and reward parameters are moved onto the layout's
+    mesh (:func:`ttc.parallel.on_layout`). A chunk's result is the same for any layout
     (same problems, same key). Where the chunks do not fill the last call, its spare devices
     re-run that call's last chunk; their executed work is charged to its problems.
 
@@ -841,7 +844,9 @@ def run_search(
             graphdef, params, reward, scorer, task, prompts, prompt_len, gold, questions, chunks,
             cfg=cfg, num_samples=num_samples, sampling=sampling, hp=hp, cache_len=cache_len,
             collector=_Collector(p=p, per_chunk=per_chunk, num_samples=num_samples))
-    d = min(resolve_devices(devices), len(chunks))
+    layout = fit_layout(devices, "policy", len(chunks))
+    d = layout.data
+    params, reward_params = on_layout(params, layout), on_layout(reward_params, layout)
     pending, calls = [], []
     for group, padded in device_groups(chunks, d):  # dispatch every call, then wait
         idx = np.concatenate([c[1] for c in padded])
@@ -850,7 +855,7 @@ def run_search(
             graphdef, params, reward_params, jnp.asarray(prompts[idx]),
             jnp.asarray(prompt_len[idx]), jnp.asarray(gold[idx]),
             jnp.stack([c[2] for c in padded]), sampling, hp, reward=reward, task=task, cfg=cfg,
-            num_samples=num_samples, cache_len=cache_len, devices=d)))
+            num_samples=num_samples, cache_len=cache_len, devices=layout)))
     col = _Collector(p=p, per_chunk=per_chunk, num_samples=num_samples)
     for (group_ids, out), idx in zip(pending, calls, strict=True):
         out = host_answers(task, cfg, fetch(out), prompt_len[idx])
