@@ -61,7 +61,7 @@ from flax import nnx
 from ttc import flops as ttc_flops
 from ttc.decode import SamplingParams, decode, prefill
 from ttc.models import TransformerConfig, create
-from ttc.parallel import ROWS, configure_host_devices, over_rows, usable_cores
+from ttc.parallel import DATA, configure_host_devices, over_rows, usable_cores
 from ttc.tasks.stops import StopRule
 
 HF_SKIP_REASON = "skipped: torch/transformers not installed (pip install -e '.[bench]')"
@@ -318,7 +318,7 @@ def make_ttc_decode(graphdef: nnx.GraphDef, cfg: TransformerConfig, batch: int, 
 
     def local(params, prompt, key, sp):
         if devices > 1:
-            key = jax.random.fold_in(key, jax.lax.axis_index(ROWS))
+            key = jax.random.fold_in(key, jax.lax.axis_index(DATA))
         st = prefill(graphdef, params, prompt[None], jnp.full((1,), prompt_len, jnp.int32), key,
                      num_samples=batch // devices, cache_len=cache_len)
         st = decode(graphdef, params, st, sp, stops=StopRule(step_ids=(), eos_ids=(never,)),

@@ -32,7 +32,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from ttc.models.interface import Cache
-from ttc.parallel import Layout, fetch, on_layout, over_rows, resolve_layout
+from ttc.parallel import Layout, fetch, fit_layout, on_layout, over_rows
 from ttc.tasks.base import answers_on_host, traced_answers
 from ttc.tasks.stops import StopRule, stop_rule
 
@@ -694,17 +694,14 @@ def generate_solutions(
     """
     p, lp = prompts.shape
     n = num_samples
-    layout = resolve_layout(devices, "policy")
-    d = layout.data
     cap = max(1, min(slots, max_rows))
     queue_rows = 16 * cap if queue_rows is None else queue_rows
     # problems per call: all of them up to the queue size, but never fewer than 256 rows' worth
     # (so that small problem sets share one shape), a multiple of the prefill group on every
     # device
     per_chunk = max(1, min(queue_rows // n, max(p, min(queue_rows, 256) // n)))
-    d = min(d, per_chunk)  # no device without a problem
-    layout = layout.with_data(d)
-    params = on_layout(params, layout)
+    layout = fit_layout(devices, "policy", per_chunk)  # no slice without a problem
+    d, params = layout.data, on_layout(params, layout)
     group = min(per_chunk // d, 8)
     per_chunk = -(-per_chunk // (group * d)) * group * d
     # at least ~8 waves of samples per slot (the drain is then a small part), 64 slots or more

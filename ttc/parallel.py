@@ -58,9 +58,6 @@ T = TypeVar("T")
 DATA = "data"
 """Name of the mesh axis that problems (and their sample rows) are sharded over."""
 
-ROWS = DATA
-"""Alias of :data:`DATA`."""
-
 MODEL = "model"
 """Name of the mesh axis that parameters are split over (tensor parallelism)."""
 
@@ -193,29 +190,15 @@ class Layout:
         return f"{self.data}x{self.model} (data x model){at}"
 
 
+@functools.lru_cache(maxsize=64)
 def mesh_of(layout: Layout) -> Mesh:
     """The ``jax.sharding.Mesh`` of ``layout``: axes ``(DATA, MODEL)``, or only :data:`DATA`
     when ``model`` is 1."""
-    return _mesh(layout, tuple(d.id for d in layout.devices()))
-
-
-@functools.lru_cache(maxsize=64)
-def _mesh(layout: Layout, ids: tuple[int, ...]) -> Mesh:
-    devs = [d for d in jax.local_devices() if d.id in ids]
-    devs.sort(key=lambda d: ids.index(d.id))
     if layout.model == 1:
         return jax.make_mesh((layout.data,), (DATA,), axis_types=(jax.sharding.AxisType.Auto,),
-                             devices=devs)
+                             devices=layout.devices())
     return jax.make_mesh((layout.data, layout.model), (DATA, MODEL),
-                         axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devs)
-
-
-def row_mesh(devices: int) -> Mesh:
-    """A one-axis (:data:`DATA`) mesh over the first ``devices`` devices of the default backend."""
-    have = jax.local_devices()
-    if not 1 <= devices <= len(have):
-        raise ValueError(f"devices={devices}, but this process has {len(have)} device(s)")
-    return mesh_of(Layout(data=devices))
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=layout.devices())
 
 
 def resolve_devices(devices: int | None) -> int:
@@ -360,7 +343,7 @@ def on_layout(params: Any, layout: Layout) -> Any:
 
 
 def _row_specs(fn: Callable, split: Collection[str]) -> tuple[PartitionSpec, ...]:
-    """One ``PartitionSpec`` per positional parameter of ``fn``: :data:`ROWS` for those named in
+    """One ``PartitionSpec`` per positional parameter of ``fn``: :data:`DATA` for those named in
     ``split``, replicated for the others."""
     if isinstance(split, str):
         raise TypeError(f"split must be a collection of parameter names, got the string {split!r}")
@@ -370,7 +353,7 @@ def _row_specs(fn: Callable, split: Collection[str]) -> tuple[PartitionSpec, ...
     if unknown:
         raise ValueError(f"split names {unknown}, but the positional parameters of "
                          f"{getattr(fn, '__name__', fn)!r} are {names}")
-    return tuple(PartitionSpec(ROWS) if n in split else PartitionSpec() for n in names)
+    return tuple(PartitionSpec(DATA) if n in split else PartitionSpec() for n in names)
 
 
 def fetch(tree: T) -> T:
