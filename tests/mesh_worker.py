@@ -4,7 +4,9 @@
 Usage: ``python tests/mesh_worker.py OUT.npz``. Writes, per layout ``DxM`` (data x model),
 the forward logits, the sampled tokens, a particle filter's results with a learned PRM, the
 PRM's pool scores, and facts about the placement (parameter and KV-cache shardings, whether the
-compiled forward all-reduces over ``model``).
+compiled forward all-reduces over ``model``); and, under ``hub/DxM``, how a Hugging Face
+checkpoint loaded straight onto a mesh (``ttc.hub.load(..., layout=...)``) compares with the
+same checkpoint loaded and then placed (``on_mesh``), and which slices its loading read.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import dataclasses
+import tempfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -90,7 +94,113 @@ def main(out: str) -> None:
     res["split/tokens"], res["split/pool_scores"] = s.tokens, sc.steps
     res["split/reward_devices"] = np.asarray(sorted(
         d.id for d in jax.tree.leaves(rm.params)[0].sharding.device_set))
+    with tempfile.TemporaryDirectory() as tmp:
+        res |= hub_loads(Path(tmp))
     np.savez(out, **res)
+
+
+class _Recorded:
+    """A memory-mapped tensor whose slices are recorded as ``(name, shape read)``; it has no
+    ``__array__``, so reading it whole any other way fails."""
+
+    def __init__(self, view: np.ndarray, name: str, reads: list) -> None:
+        self.view, self.name, self.reads = view, name, reads
+        self.shape, self.dtype = view.shape, view.dtype
+
+    def __getitem__(self, index):
+        part = self.view[index]
+        self.reads.append((self.name, part.shape))
+        return part
+
+
+def _hub_checkpoint(d: Path) -> None:
+    """A random 2-layer Llama (8 query, 4 key/value heads; untied head) and a word-level
+    tokenizer, saved with ``save_pretrained``."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<eos>", "<unk>", *"abcdefghijklmnopqrstuvwxyz0123456789"]
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=64,
+        tie_word_embeddings=False, eos_token_id=0, bos_token_id=None, pad_token_id=None)
+    transformers.LlamaForCausalLM(cfg).float().save_pretrained(d)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>",
+                                         unk_token="<unk>").save_pretrained(d)
+
+
+def _flat(params: nnx.State) -> dict[str, jax.Array]:
+    """``{dotted path: array}`` of a parameter state."""
+    from ttc.hub import names
+
+    return {names.path_str(k): v.value for k, v in nnx.to_flat_state(params)}
+
+
+def hub_loads(tmp: Path) -> dict[str, np.ndarray]:
+    """``hub/DxM/...`` for ``2x4`` and ``1x8`` (:func:`_compare`), the specs of a q and a k
+    kernel, and the logits (and on ``2x4`` a greedy generation) of the model loaded on the
+    mesh, next to ``hub/1x1/...`` of the one-device load."""
+    import ttc.hub.hf as hf
+    from ttc.hub import load
+
+    _hub_checkpoint(tmp)
+    plain = load(tmp)
+    ids = np.random.default_rng(0).integers(0, plain.cfg.vocab_size, (2, 7))
+    prompt = ["a b c", "x 1"]
+    res = {"hub/1x1/logits": plain.logits(ids),
+           "hub/1x1/generate": np.asarray(plain.generate(prompt, max_new_tokens=6))}
+    read_views = hf.read_safetensors
+    for name in ("2x4", "1x8"):
+        layout, reads = LAYOUTS[name], []
+        hf.read_safetensors = lambda path, reads=reads: {
+            k: _Recorded(v, k, reads) for k, v in read_views(path).items()}
+        try:
+            got = load(tmp, layout=layout)
+        finally:
+            hf.read_safetensors = read_views
+        flat = _flat(got.policy.params)
+        res |= {f"hub/{name}/{k}": v for k, v in _compare(
+            flat, _flat(plain.policy.on_mesh(layout).params), reads, plain.cfg).items()}
+        res |= {f"hub/{name}/q_spec": np.asarray(str(flat["blocks.0.q.kernel"].sharding.spec)),
+                f"hub/{name}/k_spec": np.asarray(str(flat["blocks.0.k.kernel"].sharding.spec)),
+                f"hub/{name}/logits": got.logits(ids)}
+        if name == "2x4":  # one mesh suffices: a compile of prefill + decode takes seconds
+            res["hub/2x4/generate"] = np.asarray(got.generate(prompt, max_new_tokens=6))
+    return res
+
+
+def _compare(flat: dict, ref: dict, reads: list, cfg) -> dict[str, np.ndarray]:
+    """Per parameter: ``same_values`` (exactly, and the dtype) and ``same_sharding`` as the
+    placed ``ref``; per split parameter: ``split_reads_one_shard`` (every slice read of its
+    tensor had one shard's shape, in the checkpoint's axes), ``split_reads`` (slices read) and
+    ``split_shards`` (distinct shards); per replicated one: ``replicated_read_whole_once``."""
+    from ttc.hub import names
+
+    rules = names.param_names(cfg.hf_family, flat, cfg.n_layers)
+    out: dict[str, list] = {k: [] for k in (
+        "same_values", "same_sharding", "split_reads_one_shard", "split_reads", "split_shards",
+        "replicated_read_whole_once")}
+    for path, a in flat.items():
+        hf_name, transpose = rules[path]
+        out["same_values"].append(np.array_equal(np.asarray(a), np.asarray(ref[path]))
+                                  and a.dtype == ref[path].dtype)
+        out["same_sharding"].append(a.sharding == ref[path].sharding)
+        shapes = [shape for n, shape in reads if n == hf_name]
+        if a.sharding.is_fully_replicated:
+            out["replicated_read_whole_once"].append(
+                shapes == [a.shape[::-1] if transpose else a.shape])
+            continue
+        shard = a.sharding.shard_shape(a.shape)
+        out["split_reads_one_shard"].append(
+            all(r == (shard[::-1] if transpose else shard) for r in shapes))
+        out["split_reads"].append(len(shapes))
+        axis = a.sharding.spec.index(MODEL)
+        out["split_shards"].append(a.shape[axis] // shard[axis])
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 if __name__ == "__main__":

@@ -63,6 +63,27 @@ def test_policy_and_reward_on_disjoint_sub_meshes(meshes):
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("mesh", ("2x4", "1x8"))
+def test_hub_load_onto_a_mesh_reads_only_each_devices_shard(meshes, mesh):
+    h = {k.removeprefix(f"hub/{mesh}/"): v for k, v in meshes.items()
+         if k.startswith(f"hub/{mesh}/")}
+    # every parameter exactly as loaded on one device and placed with on_mesh, same sharding
+    assert h["same_values"].size == 21 and h["same_values"].all()
+    assert h["same_sharding"].all()
+    # split parameters: each distinct shard read once, with one shard's shape (never whole)
+    assert h["split_reads_one_shard"].size > 0 and h["split_reads_one_shard"].all()
+    model = int(mesh.split("x")[1])
+    np.testing.assert_array_equal(h["split_shards"], model)
+    np.testing.assert_array_equal(h["split_reads"], h["split_shards"])
+    assert h["replicated_read_whole_once"].all()  # norms, embedding, head (and k/v at 1x8)
+    assert str(h["q_spec"]) == "P(None, 'model')"
+    assert str(h["k_spec"]) == ("P(None, 'model')" if model == 4 else "P()")  # 4 kv heads
+    np.testing.assert_allclose(h["logits"], meshes["hub/1x1/logits"], rtol=0, atol=1e-5)
+    if mesh == "2x4":
+        np.testing.assert_array_equal(h["generate"], meshes["hub/1x1/generate"])
+        assert len(set("".join(meshes["hub/1x1/generate"]).split())) > 2  # not one token
+
+
 def _cfg(**kw) -> LlamaConfig:
     return LlamaConfig(vocab_size=19, d_model=32, n_layers=1, n_heads=8, n_kv_heads=4,
                        d_ff=64, **kw)
@@ -97,6 +118,21 @@ def test_layout_errors_name_the_sizes():
     for bad in (dict(data=0), dict(model=-1), dict(first=-1), dict(data=True), dict(data=1.5)):
         with pytest.raises(ValueError, match="Layout"):
             Layout(**bad)
+
+
+def test_hub_load_onto_a_mesh_checks_the_split_first_and_places_as_on_mesh(tmp_path):
+    from ttc.hub import load, save
+
+    save(LoadedModel.from_module(create(_cfg(), seed=0)), tmp_path)
+    with pytest.raises(ValueError, match="model=3 does not divide the model's n_heads=8"):
+        load(tmp_path, layout=Layout(model=3))
+    with pytest.raises(ValueError, match="needs 4 devices, but this process has 2"):
+        load(tmp_path, layout=Layout(data=2, model=2))
+    want = load(tmp_path).policy.on_mesh(Layout(model=2)).params
+    got = load(tmp_path, layout=Layout(model=2)).policy.params
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert a.sharding == b.sharding and a.dtype == b.dtype
 
 
 def test_use_layouts_sets_each_roles_default():

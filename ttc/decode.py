@@ -31,6 +31,7 @@ from flax import nnx, struct
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
+from ttc.memory import plan_rows
 from ttc.models.interface import Cache
 from ttc.parallel import Layout, fetch, fit_layout, on_layout, over_rows
 from ttc.tasks.base import answers_on_host, traced_answers
@@ -664,12 +665,13 @@ def generate_solutions(
 
     One jitted loop keeps up to ``min(slots, max_rows)`` decode rows busy (fewer, down to 64,
     when a call has under 8 samples per row to run; small batches are as fast per token on this
-    CPU): when a row's sample ends (``EOS`` or a full cache) its result is written out and the
-    next queued sample takes the row, starting from its prompt's prefilled cache (each prompt is
-    prefilled once). So rows
-    that finished early do not idle until the longest sample of a batch ends; only the drain at
-    the end of each call (rows whose sample ended while the queue is empty) computes rows that
-    produce no token.
+    CPU; fewer where the devices' free memory cannot hold them, :func:`ttc.memory.plan_rows`,
+    and a policy that cannot fit one row raises :class:`ttc.errors.ConfigError` before
+    anything compiles): when a row's sample ends (``EOS`` or a full cache) its result is
+    written out and the next queued sample takes the row, starting from its prompt's prefilled
+    cache (each prompt is prefilled once). So rows that finished early do not idle until the
+    longest sample of a batch ends; only the drain at the end of each call (rows whose sample
+    ended while the queue is empty) computes rows that produce no token.
 
     Problems are queued longest prompt first (solution length grows with the prompt on the
     arithmetic task, so the drain runs the shortest samples) and processed up to ``queue_rows``
@@ -695,6 +697,10 @@ def generate_solutions(
     p, lp = prompts.shape
     n = num_samples
     cap = max(1, min(slots, max_rows))
+    plan = plan_rows(nnx.merge(graphdef, params).cfg, want_rows=cap,  # before any compile
+                     cache_len=task.max_prompt_len + task.max_solution_len,
+                     layout=fit_layout(devices, "policy", cap))
+    cap = plan.rows
     queue_rows = 16 * cap if queue_rows is None else queue_rows
     # problems per call: all of them up to the queue size, but never fewer than 256 rows' worth
     # (so that small problem sets share one shape), a multiple of the prefill group on every
@@ -706,7 +712,7 @@ def generate_solutions(
     per_chunk = -(-per_chunk // (group * d)) * group * d
     # at least ~8 waves of samples per slot (the drain is then a small part), 64 slots or more
     b = min(cap, per_chunk * n, max(64, -(-per_chunk * n // 8)))
-    b = -(-b // d)  # slots per device
+    b = min(-(-b // d), plan.device_rows)  # slots per device
     # device j takes chunk positions j, j + d, j + 2d, ...: the longest-first order spreads
     # evenly, and each device's valid problems come first (as _generate_local expects)
     deal = np.arange(per_chunk).reshape(-1, d).T.reshape(-1)

@@ -7,7 +7,9 @@
 * :func:`load_hf`: a model directory (``model.safetensors`` or the shards named by
   ``model.safetensors.index.json``) to a :class:`~ttc.models.llama.Llama`. The module is built
   shape-only (``nnx.eval_shape``), tensors are memory-mapped and each parameter is filled once,
-  so at most one tensor exists twice at any time.
+  so at most one tensor exists twice at any time. With a :class:`~ttc.parallel.Layout` the
+  parameters are created straight on its mesh, each device reading only its shard of the file
+  (:func:`load_hf_tensors`).
 * :func:`load_hf_tensors`: fills a module from any mapping of HF-named tensors (the one place
   names are mapped, through :mod:`ttc.hub.names`; other checkpoint readers, e.g. GGUF, reuse it).
 * :func:`save_hf`: a :class:`~ttc.models.llama.Llama` (or a ttc
@@ -16,8 +18,10 @@
 
 Safetensors files are read and written here directly (an 8-byte header length, a JSON header
 of dtypes, shapes and byte offsets, then the raw little-endian data): ``safetensors``'
-``framework="numpy"`` cannot represent bfloat16, while a ``numpy.memmap`` with
-``ml_dtypes.bfloat16`` maps every dtype without copying.
+``framework="numpy"`` cannot represent bfloat16 (``safe_open(...).get_slice(name)[index]``
+raises ``TypeError`` on a BF16 tensor), while a ``numpy.memmap`` with ``ml_dtypes.bfloat16``
+maps every dtype without copying, and slicing one reads only that slice's bytes (the pages it
+touches), which is what a sharded load needs.
 """
 
 from __future__ import annotations
@@ -29,14 +33,18 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding
 
 from ttc.hub import names
 from ttc.models.llama import LAYER_TYPES, ROPE_TYPES, Llama, LlamaConfig
+from ttc.models.registry import check_model_split, partition_rules
 from ttc.models.transformer import Transformer, TransformerConfig
+from ttc.parallel import Layout, mesh_of, partition_specs
 
 __all__ = ["ARCHITECTURES", "config_from_hf", "config_to_hf", "load_hf", "load_hf_tensors",
            "read_safetensors", "save_hf", "write_safetensors"]
@@ -379,11 +387,22 @@ def _check_names(rules: dict, tensors: Mapping[str, Any], cfg: LlamaConfig, sour
 
 
 def load_hf_tensors(cfg: LlamaConfig, tensors: Mapping[str, Any], dtype: str | None = None, *,
-                    source: str = "the given tensors") -> Llama:
+                    source: str = "the given tensors", layout: Layout | None = None) -> Llama:
     """A :class:`Llama` filled from HF-named tensors (the one place names are mapped).
 
     Each parameter is converted once (transposed view, cast to ``dtype``, copied to the
     device); the module itself is built shape-only, so only one tensor is ever held twice.
+
+    With a non-plain ``layout`` every parameter is created on its mesh directly, as
+    ``LoadedModel.from_module(...).on_mesh(layout)`` would place it (the same values, the same
+    ``NamedSharding``: split over ``model`` by the family's partition rules, replicated over
+    ``data``), through ``jax.make_array_from_callback``: each distinct shard is read by slicing
+    ``tensors[name]`` with the shard's index mapped to the source's axes (reversed for a
+    transposed kernel), converted to ``dtype`` alone, and no parameter exists whole on the host.
+    This reads only the shard where a lookup is lazy, as for the memory-mapped views of
+    :func:`read_safetensors`. A mapping that materialises a tensor on lookup, as GGUF's
+    ``LazyTensors`` (quantized blocks are dequantized whole), is read whole on the host, one
+    tensor at a time, and then sliced.
 
     Args:
         cfg: the architecture (``head='lm'``).
@@ -392,30 +411,40 @@ def load_hf_tensors(cfg: LlamaConfig, tensors: Mapping[str, Any], dtype: str | N
             tied ``lm_head.weight`` are ignored.
         dtype: ``'float32'`` | ``'bfloat16'``; default ``cfg.dtype``.
         source: where the tensors come from, for error messages.
+        layout: the mesh to create the parameters on; ``None`` or a plain layout: on the default
+            device, as before.
 
     Raises:
-        ValueError: missing or unexpected tensors, or a tensor of another shape.
+        ValueError: missing or unexpected tensors, a tensor of another shape, or a ``layout``
+            whose ``model`` axis does not divide the heads or MLP width (checked before any
+            tensor is read) or that needs more devices than this process has.
     """
     if dtype is not None:
         cfg = dataclasses.replace(cfg, dtype=dtype)
     graphdef, state, rules = _expected(cfg, source)
     _check_names(rules, tensors, cfg, source)
+    shardings = _shardings(cfg, state, layout)
     np_dtype = _NP_DTYPES[cfg.dtype]
     pure, bad = nnx.to_pure_dict(state), []
     for path, var in nnx.to_flat_state(state):
         hf, transpose = rules[names.path_str(path)]
-        raw = np.asarray(tensors[hf])
-        expected = tuple(var.value.shape[::-1] if transpose else var.value.shape)
-        if raw.shape != expected:
-            bad.append(f"{hf}: {raw.shape}, expected {expected}")
+        raw = tensors[hf]
+        raw = raw if shardings is not None and hasattr(raw, "shape") else np.asarray(raw)
+        shape = tuple(var.value.shape)
+        expected = shape[::-1] if transpose else shape
+        if tuple(raw.shape) != expected:
+            bad.append(f"{hf}: {tuple(raw.shape)}, expected {expected}")
             continue
         node = pure
         for p in path[:-1]:
             node = node[p]
-        # np.array copies out of the memory map (so the model never aliases the file), in
-        # ttc's layout and dtype at once; that one host copy is the only duplicate
-        node[path[-1]] = jnp.asarray(np.array(names.from_hf(raw, transpose), np_dtype,
-                                              order="C"))
+        if shardings is None:
+            # np.array copies out of the memory map (so the model never aliases the file), in
+            # ttc's layout and dtype at once; that one host copy is the only duplicate
+            node[path[-1]] = jnp.asarray(np.array(names.from_hf(raw, transpose), np_dtype,
+                                                  order="C"))
+        else:
+            node[path[-1]] = _sharded_param(raw, transpose, np_dtype, shape, _at(shardings, path))
     if bad:
         raise ValueError(f"tensors of {source} have shapes that do not match their "
                          f"{cfg.hf_family} config: {'; '.join(bad[:20])}")
@@ -423,19 +452,66 @@ def load_hf_tensors(cfg: LlamaConfig, tensors: Mapping[str, Any], dtype: str | N
     return nnx.merge(graphdef, state)
 
 
-def load_hf(path: str | Path, dtype: str = "float32") -> tuple[LlamaConfig, Llama]:
+def _shardings(cfg: LlamaConfig, state: nnx.State, layout: Layout | None) -> dict | None:
+    """The ``NamedSharding`` of each parameter of the shape-only ``state`` on ``layout``'s mesh,
+    as a pure dict like ``nnx.to_pure_dict(state)`` (the specs of
+    :meth:`ttc.checkpoint.LoadedModel.on_mesh`); ``None`` for no layout or a plain one.
+
+    Raises:
+        ValueError: ``layout.model`` does not divide the heads or MLP width, or the layout
+            needs more devices than this process has.
+    """
+    if layout is None or layout.plain:
+        return None
+    check_model_split(cfg, layout.model)
+    mesh = mesh_of(layout)
+    rules = partition_rules(cfg, layout.model) if layout.model > 1 else ()
+    specs = partition_specs(nnx.to_pure_dict(state), rules)
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs)
+
+
+def _at(tree: Mapping, path: tuple) -> Any:
+    """``tree[path[0]][path[1]]...``."""
+    for p in path:
+        tree = tree[p]
+    return tree
+
+
+def _sharded_param(raw: Any, transpose: bool, np_dtype: np.dtype, shape: tuple[int, ...],
+                   sharding: NamedSharding) -> jax.Array:
+    """The parameter ``names.from_hf(raw, transpose)`` (cast to ``np_dtype``) as a ``shape``
+    array with ``sharding``, each distinct shard read from ``raw`` once: a shard's index in
+    ttc's layout is reversed onto ``raw``'s axes where ``transpose`` (``raw.T[i, j]`` is
+    ``raw[j, i]``), and only that slice is converted."""
+    shards: dict[tuple, np.ndarray] = {}
+
+    def read(index: tuple[slice, ...]) -> np.ndarray:
+        key = tuple((s.start, s.stop, s.step) for s in index)
+        if key not in shards:
+            src = tuple(reversed(index)) if transpose else tuple(index)
+            shards[key] = np.array(names.from_hf(raw[src], transpose), np_dtype, order="C")
+        return shards[key]
+
+    return jax.make_array_from_callback(shape, sharding, read)
+
+
+def load_hf(path: str | Path, dtype: str = "float32", *,
+            layout: Layout | None = None) -> tuple[LlamaConfig, Llama]:
     """Loads a Hugging Face model directory as a :class:`Llama`.
 
     Args:
         path: a directory with ``config.json`` and ``model.safetensors`` (or the shards of
             ``model.safetensors.index.json``).
         dtype: ``'float32'`` | ``'bfloat16'`` for parameters and cache.
+        layout: create the parameters on this layout's mesh, each device reading only its
+            shard of the files (:func:`load_hf_tensors`); ``None``: on the default device.
 
     Returns:
         ``(cfg, model)``.
 
     Raises:
-        ValueError: an unsupported architecture, missing files or tensors, wrong shapes.
+        ValueError: an unsupported architecture, missing files or tensors, wrong shapes, or a
+            ``layout`` that does not fit the model or this process.
     """
     directory = Path(path)
     cfg_file = directory / "config.json"
@@ -443,7 +519,7 @@ def load_hf(path: str | Path, dtype: str = "float32") -> tuple[LlamaConfig, Llam
         raise ValueError(f"{directory} is not a Hugging Face model directory: no config.json")
     cfg = config_from_hf(json.loads(cfg_file.read_text()), dtype=dtype)
     tensors, source = _checkpoint_tensors(directory)
-    return cfg, load_hf_tensors(cfg, tensors, source=source)
+    return cfg, load_hf_tensors(cfg, tensors, source=source, layout=layout)
 
 
 # --------------------------------------------------------------------------- saving

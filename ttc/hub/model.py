@@ -23,6 +23,7 @@ from flax import nnx
 
 from ttc.checkpoint import LoadedModel
 from ttc.decode import SamplingParams, decode, prefill
+from ttc.parallel import Layout
 from ttc.tasks.stops import StopRule
 
 
@@ -136,7 +137,7 @@ def _model_id(path: Path, dtype: str) -> str:
     return f"hub-{path.stem}-{h.hexdigest()[:10]}"
 
 
-def load(path: str | Path, dtype: str = "float32") -> HubModel:
+def load(path: str | Path, dtype: str = "float32", *, layout: Layout | None = None) -> HubModel:
     """Loads a pretrained checkpoint as a ttc policy.
 
     Args:
@@ -144,13 +145,21 @@ def load(path: str | Path, dtype: str = "float32") -> HubModel:
             index, ``tokenizer.json`` and its chat template) or a ``.gguf`` file (tensors,
             tokenizer and chat template from its metadata).
         dtype: ``'float32'`` | ``'bfloat16'`` for the parameters and the KV cache.
+        layout: the mesh to load the parameters onto (``None`` or a plain layout: the default
+            device). The result equals ``load(path, dtype).policy.on_mesh(layout)`` (same
+            values, same shardings), but each parameter is created on the mesh directly: with a
+            safetensors directory each device reads only its shard of the memory-mapped files;
+            a GGUF file's tensors are dequantized whole on the host, one tensor at a time, and
+            then sliced (:func:`ttc.hub.hf.load_hf_tensors`).
 
     Returns:
         The :class:`HubModel`.
 
     Raises:
-        ValueError: the path does not exist or is neither kind, or the checkpoint is of an
-            unsupported architecture or lacks tensors (the message names what is missing).
+        ValueError: the path does not exist or is neither kind, the checkpoint is of an
+            unsupported architecture or lacks tensors (the message names what is missing), or
+            ``layout``'s ``model`` axis does not divide the heads or MLP width, or it needs
+            more devices than this process has.
     """
     from ttc.hub.hf import config_from_hf, load_hf, load_hf_tensors
 
@@ -162,10 +171,10 @@ def load(path: str | Path, dtype: str = "float32") -> HubModel:
 
         ckpt = read_gguf(p)
         cfg = config_from_hf(ckpt.config, dtype=dtype)
-        module = load_hf_tensors(cfg, ckpt.tensors, source=str(p))
+        module = load_hf_tensors(cfg, ckpt.tensors, source=str(p), layout=layout)
         tokenizer = ckpt.tokenizer()
     elif p.is_dir():
-        _, module = load_hf(p, dtype=dtype)
+        _, module = load_hf(p, dtype=dtype, layout=layout)
         tokenizer = _dir_tokenizer(p)
     else:
         what = "does not exist" if not p.exists() else "is neither a directory nor a .gguf file"

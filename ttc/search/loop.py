@@ -57,6 +57,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ttc import registry as REG
 from ttc import rewards as R
 from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode_with, prefill
+from ttc.memory import plan_rows
 from ttc.parallel import Layout, device_groups, fetch, fit_layout, on_layout, over_rows
 from ttc.search.aggregate import best_of_n, majority_vote
 from ttc.search.rebase import ancestors, balanced_counts
@@ -801,7 +802,10 @@ def run_search(
     is computed at every iteration (finished rows included: executed, not useful work). So
     problems are queued longest prompt first, ties by content (on the default task the prompt
     length fixes the number of steps, so a chunk's problems finish together), in small chunks
-    of ``min(max_rows, max(chunk_rows, num_samples))`` rows (at least one problem). Each chunk
+    of ``min(max_rows, max(chunk_rows, num_samples))`` rows (at least one problem; fewer where
+    the devices' free memory cannot hold them, :func:`ttc.memory.plan_rows`, and a policy that
+    cannot fit one problem's rows raises :class:`ttc.errors.ConfigError` before anything
+    compiles). Each chunk
     draws from its own split of ``key``, so a problem's result depends on the problems sorted
     into its chunk, not on the caller's order of the problem set. The last chunk is padded with
     copies of its last problem; the padding rows' executed work is charged to its problems.
@@ -825,9 +829,12 @@ def run_search(
         cfg.width(num_samples)  # validates N vs M early
     cfg.rows(num_samples)  # and N vs sweeps
     p = prompts.shape[0]
-    rows_per_call = min(max_rows, max(chunk_rows, num_samples))
-    per_chunk = max(1, min(p, rows_per_call // num_samples))
     cache_len = task.max_prompt_len + task.max_solution_len
+    rows_per_call = plan_rows(  # a chunk's rows on one data slice, capped before any compile
+        nnx.merge(graphdef, params).cfg, cache_len=cache_len, min_rows=cfg.rows(num_samples),
+        want_rows=min(max_rows, max(chunk_rows, num_samples)),
+        layout=fit_layout(devices, "policy", 1)).rows
+    per_chunk = max(1, min(p, rows_per_call // num_samples))
     # longest prompt first, ties by prompt content: chunks do not depend on the caller's order
     order = np.lexsort((*np.asarray(prompts).T[::-1], -np.asarray(prompt_len)))
     chunks = []
