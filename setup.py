@@ -9,5 +9,5 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["ttc", "ttc.*"]), "ttc.conf"],
     package_dir={"ttc.conf": "conf"},
-    package_data={"ttc.conf": ["*.yaml", "*/*.yaml"]},
+    package_data={"ttc.conf": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,113 @@ def test_bench_real_skips_without_the_model(tmp_path, monkeypatch, capsys):
     assert len(rows) == 1 and rows[0]["section"] == "real"
     assert str(missing) in rows[0]["skipped"]
     assert "no SmolLM2 GGUF" in capsys.readouterr().out
+
+
+# ---- scripts/bench_gpu.py: the accelerator benchmark's code paths, at --quick sizes ----------
+BENCH_GPU = ROOT / "scripts" / "bench_gpu.py"
+
+
+def _load_bench_gpu():
+    spec = importlib.util.spec_from_file_location("ttc_scripts_bench_gpu", BENCH_GPU)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _finite_positive(row: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        assert key in row, key
+        assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
+
+
+def test_bench_gpu_quick(tmp_path):
+    """``bench_gpu.py --quick`` runs decode, pool sampling, PRM scoring and particle filtering
+    on a tiny GQA model; every figure is finite, and the roofline fraction is the stated
+    formula: (parameter bytes + rows x mean context x KV bytes per token) x steps/s over the
+    bandwidth."""
+    gpu = _load_bench_gpu()
+    assert gpu.main(["--quick", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert (tmp_path / "bench_gpu.md").read_text().startswith("# ttc accelerator benchmark")
+    assert report["errors"] == [] and report["skipped"] == []
+    bw = report["bandwidth"]
+    assert bw["bytes_moved"] == 2 * bw["array_bytes"]
+    _finite_positive(bw, ("measured_bytes_per_s", "best_s"))
+    assert bw["spec_bytes_per_s"] == gpu.spec_bandwidth(bw["device_kind"])[0]
+    _finite_positive(report["matmul_peak"], ("flops_per_s",))
+    sec = report["sections"]
+    assert [r["impl"] for r in sec["methods"]] == ["pool", "particle"]
+    assert len(sec["decode"]) == len(sec["prm_scoring"]) == 1
+
+    cfg = gpu.QUICK_MODEL.config("bfloat16", 64)
+    kv_tok = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2  # keys and values, bf16
+    for r in sec["decode"] + sec["methods"]:
+        _finite_positive(r, ("tokens_per_s", "steps_per_s", "bytes_per_step", "mean_context",
+                             "achieved_bytes_per_s", "roofline_frac_measured", "best_s"))
+        assert r["bandwidth_measured"] == bw["measured_bytes_per_s"]
+        assert r["roofline_frac_measured"] == pytest.approx(
+            r["bytes_per_step"] * r["steps_per_s"] / bw["measured_bytes_per_s"])
+        if bw["spec_bytes_per_s"] is None:
+            assert r["roofline_frac_spec"] is None
+        else:
+            assert r["roofline_frac_spec"] == pytest.approx(
+                r["bytes_per_step"] * r["steps_per_s"] / bw["spec_bytes_per_s"])
+
+    d = sec["decode"][0]
+    assert d["param_bytes"] == 2 * d["n_params"] == 2 * cfg.n_params  # every parameter bf16
+    assert d["kv_bytes_per_token"] == kv_tok
+    assert d["mean_context"] == d["prompt_len"] + (d["new_tokens"] + 1) / 2
+    assert d["bytes_per_step"] == pytest.approx(
+        d["param_bytes"] + d["batch"] * d["mean_context"] * kv_tok)
+    assert d["steps_per_s"] == pytest.approx(d["new_tokens"] / d["best_s"])
+    assert d["tokens_per_s"] == pytest.approx(d["batch"] * d["new_tokens"] / d["best_s"])
+
+    pool, particle = sec["methods"]
+    score = sec["prm_scoring"][0]
+    for r in (pool, particle, score):
+        _finite_positive(r, ("tokens", "useful_flops", "executed_flops"))
+        assert 0 < r["useful_over_executed"] <= 1
+    _finite_positive(score, ("tokens_per_s", "useful_flops_per_s", "frac_matmul_peak"))
+    assert score["tokens"] == pool["tokens"]  # the pool's solutions are what is scored
+    prm_bytes = 2 * gpu.QUICK_MODEL.config("bfloat16", 64, head="scalar").n_params
+    assert particle["bytes_per_step"] == pytest.approx(  # policy and PRM, both caches
+        d["param_bytes"] + prm_bytes + 2 * particle["batch"] * particle["mean_context"] * kv_tok)
+    per_token = (pool["best_s"] + score["best_s"]) / pool["tokens"]
+    assert particle["over_pool_prm"] == pytest.approx(
+        (particle["best_s"] / particle["tokens"]) / per_token)
+    targets = report["targets"]
+    assert len(targets) == 2 and all(isinstance(t["met"], bool) for t in targets)
+    assert targets[1]["value"] == particle["over_pool_prm"]
+
+
+def test_bench_gpu_tables_plan_and_deadline(tmp_path):
+    """The spec-sheet bandwidths by device kind, the models' published sizes, the run order,
+    the CPU refusal and a deadline that skips every cell (exit status 3)."""
+    gpu = _load_bench_gpu()
+    for kind, bw in [("NVIDIA H100 80GB HBM3", 3.35e12), ("NVIDIA H100 PCIe", 2.0e12),
+                     ("NVIDIA H200", 4.8e12), ("NVIDIA A100-SXM4-40GB", 1.555e12),
+                     ("NVIDIA A100-SXM4-80GB", 2.039e12), ("TPU v4", 1.2e12),
+                     ("TPU v5 lite", 8.19e11), ("TPU v5", 2.765e12), ("TPU v6 lite", 1.64e12),
+                     ("cpu", None)]:
+        assert gpu.spec_bandwidth(kind)[0] == bw, kind
+    smol, big = gpu.MODELS["smollm2-135m"], gpu.MODELS["llama-1b"]
+    assert smol.config("bfloat16", 256).n_params == 134_515_008  # SmolLM2-135M
+    assert big.config("bfloat16", 256).n_params == 1_235_814_400  # Llama-3.2-1B
+    assert gpu.kv_bytes_per_token(big.config("bfloat16", 256)) == 2 * 16 * 8 * 64 * 2
+    assert gpu.kv_bytes_per_token(big.config("float32", 256)) == 2 * 16 * 8 * 64 * 4
+    cells = [(s, m.name, b) for s, m, b in gpu.plan([smol, big], [64, 256],
+                                                     ["decode", "methods"])]
+    assert cells[0] == ("decode", "llama-1b", 256) and len(cells) == 8
+    assert cells[4] == ("methods", "llama-1b", 256)  # 16 layers compile before 30
+    args = gpu.parse_args(["--set", "decode_new=64", "step_fraction=0.25"])
+    assert args.workload.decode_new == 64 and args.workload.step_fraction == 0.25
+    with pytest.raises(SystemExit):
+        gpu.parse_args(["--set", "no_such_field=1"])
+    if gpu.jax.default_backend() == "cpu":
+        assert gpu.main(["--out", str(tmp_path / "full")]) == 2  # full sizes need a device
+    assert gpu.main(["--quick", "--deadline-s", "1e-9", "--out", str(tmp_path)]) == 3
+    report = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert len(report["skipped"]) == 2
+    assert all(t["met"] is None for t in report["targets"])
+    assert "Errors and skipped cells" in (tmp_path / "bench_gpu.md").read_text()

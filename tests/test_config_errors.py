@@ -118,6 +118,20 @@ CASES = [
     ("run", "+foo=1", "foo"),
     ("run", "+save_to={tmp}/copy", "save_to"),
     ("train", "+save_to={file}/copy", "save_to"),
+    # device meshes (2 JAX devices in the tests) and multi-process settings
+    ("run", "policy.mesh.model=0", "policy.mesh.model"),
+    ("run", "policy.mesh.data=4 policy.mesh.model=2", "policy.mesh"),
+    ("run", "policy.n_heads=1 policy.mesh.model=2", "policy.mesh.model"),
+    ("run", "+policy.mesh.pipeline=2", "policy.mesh.pipeline"),
+    ("run", "reward.mesh.first=-1", "reward.mesh.first"),
+    ("run", "reward.mesh.first=2", "reward.mesh"),
+    ("run", "distributed.initialize=maybe", "distributed.initialize"),
+    ("run", "distributed.coordinator=localhost:1234", "distributed.num_processes"),
+    ("run", "distributed.process_id=1", "distributed.coordinator"),
+    ("run", "distributed.coordinator=nohost distributed.num_processes=2 "
+     "distributed.process_id=0", "distributed.coordinator"),
+    ("run", "distributed.coordinator=h:1 distributed.num_processes=2 distributed.process_id=2",
+     "distributed.process_id"),
     # methods a pretrained policy cannot run on a text task
     ("run", "policy=hf policy.path={model} task=gsm8k task.path={data} eval.n_problems=1 "
      "methods=[{name:pgibbs,reward:oracle}]", "methods[0]"),

@@ -228,7 +228,7 @@ def _restore_on_one_device(path: Path) -> dict:
     ckptr = ocp.StandardCheckpointer()
     meta = ckptr.metadata(path)
     tree = getattr(meta, "item_metadata", meta)
-    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return ckptr.restore(path, jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), tree))
 

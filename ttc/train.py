@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ttc import checkpoint
 from ttc.checkpoint import LoadedModel
 from ttc.decode import SamplingParams, generate_solutions
+from ttc.distributed import require_single
 from ttc.models import PolicyConfig, create
 from ttc.tasks.base import ProblemSet, Task, describe_task
 from ttc.tasks.hf_tokenizer import stop_ids_of
@@ -264,6 +265,7 @@ def get_policy(
     if model is not None:
         log.info("reusing cached %s %s", label, path)
     else:
+        require_single(f"the {label}", path)
         log.info("training %s into %s", label, path)
         model = train_policy(task, model_cfg, cfg, out_dir=path, progress=progress, label=label)
     model.meta["id"] = path.name

@@ -35,6 +35,7 @@ from ttc import checkpoint
 from ttc import rewards as R
 from ttc.checkpoint import LoadedModel
 from ttc.decode import SamplingParams, generate_solutions
+from ttc.distributed import require_single
 from ttc.metrics import roc_auc, within_group_auc
 from ttc.models import PolicyConfig, create
 from ttc.models.reward import score_logits
@@ -329,6 +330,7 @@ def get_reward_model(kind: str, policy: LoadedModel, task: Task, model_cfg: Poli
     if m is not None:
         log.info("reusing cached %s %s", kind, path)
     else:
+        require_single(f"the {kind.upper()}", path)
         data_path = base_dir / f"mc-labels-{cache_key(policy.meta.get('id'), task, label_cfg)}.npz"
         data, val = _labels(policy, task, label_cfg, data_path, progress)
         m = train_reward_model(kind, data, val, task, model_cfg, cfg, progress=progress,

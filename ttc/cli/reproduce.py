@@ -28,6 +28,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ttc import claims as C
+from ttc import distributed
 from ttc.cli.common import CONF_DIR, friendly_errors, hydra_entry, same_data_policy
 from ttc.cli.run import RunOutcome, run
 from ttc.cli.schema import validate
@@ -112,11 +113,14 @@ def check(cfg: DictConfig, outcome: RunOutcome) -> C.ClaimReport:
 
 
 @friendly_errors
-def reproduce(cfg: DictConfig) -> C.ClaimReport:
+def reproduce(cfg: DictConfig) -> C.ClaimReport | None:
     """Runs the experiment's grid and checks its claim, after validating ``cfg``
-    (:func:`ttc.cli.schema.validate`: a ``reproduce`` section is required)."""
+    (:func:`ttc.cli.schema.validate`: a ``reproduce`` section is required). In a
+    multi-process run only process 0 checks the claim (``None`` elsewhere)."""
     validate(cfg, command="reproduce")
     outcome = run(cfg)
+    if not distributed.is_primary():  # process 0 checks the claim on the merged store
+        return None
     try:
         report = check(cfg, outcome)
     except C.ClaimError as e:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ttc import checkpoint
+from ttc import checkpoint, distributed
 from ttc.checkpoint import LoadedModel
 from ttc.cli.common import (
     as_path,
@@ -29,11 +29,12 @@ from ttc.cli.common import (
     same_data_policy,
     setup_devices,
 )
+from ttc.cli.meshes import check_split, mesh_layouts
 from ttc.cli.schema import RunConfig, validate
 from ttc.errors import ConfigError
 from ttc.evaluate import RewardSource, evaluate, format_table, run_tag
 from ttc.methods import MethodSpec
-from ttc.parallel import sampler_devices, side_by_side
+from ttc.parallel import Layout, sampler_devices, side_by_side, use_layouts
 from ttc.plots import plot_pareto, write_frontier_csv
 from ttc.results import ResultsStore
 from ttc.rewards import RewardSpec
@@ -67,6 +68,14 @@ def reward_settings(rc: RunConfig) -> RewardSettings:
 def reward_kinds(methods: list[MethodSpec]) -> list[str]:
     """The learned reward models (``prm``, ``orm``) that ``methods`` need, sorted."""
     return sorted({m.reward for m in methods if m.reward in ("prm", "orm")})
+
+
+def reward_trunk_config(cfg: DictConfig, task, pcfg, rs: RewardSettings):
+    """The architecture of the learned verifiers: ``reward.base``'s policy config, else the
+    policy's own (:func:`train_models`)."""
+    if rs.base is None:
+        return pcfg
+    return same_data_config(cfg, task, rs.base, rs.base_steps or 1)[0]
 
 
 def _host(job: Callable[[], LoadedModel]) -> Callable[[], LoadedModel]:
@@ -178,16 +187,18 @@ class RunOutcome:
         return [r for r in self.store.records if r["key"].endswith("|" + self.tag)]
 
 
-def load_pretrained(rc: RunConfig):
-    """The ``policy=hf`` checkpoint (:func:`ttc.hub.load`); a loading error (an unsupported
-    architecture, a missing tensor) is a configuration error naming ``policy.path``."""
+def load_pretrained(rc: RunConfig, layout: Layout | None = None):
+    """The ``policy=hf`` checkpoint (:func:`ttc.hub.load`), loaded straight onto ``layout``'s
+    mesh if given; a loading error (an unsupported architecture, a missing tensor, a mesh that
+    does not divide the heads) is a configuration error naming ``policy.path``."""
     from ttc import hub
 
     t0 = time.time()
     try:
-        model = hub.load(rc.policy.path, dtype=rc.policy.dtype)
+        model = hub.load(rc.policy.path, dtype=rc.policy.dtype, layout=layout)
     except ValueError as e:
-        raise ConfigError(f"policy.path={rc.policy.path!r}: {e}") from None
+        mesh = "" if layout is None else f" on policy.mesh={layout}"
+        raise ConfigError(f"policy.path={rc.policy.path!r}{mesh}: {e}") from None
     if model.tokenizer is None:
         raise ConfigError(f"policy.path={rc.policy.path!r} has no tokenizer files "
                           "(tokenizer.json / tokenizer_config.json): text tasks need one")
@@ -209,26 +220,32 @@ def run(cfg: DictConfig) -> RunOutcome:
     configuration mistake stops it before anything is trained, compiled or written."""
     rc = validate(cfg, command="run")
     t0 = time.time()
+    process, processes = distributed.initialize(rc.distributed.config())
     setup_devices(cfg)
-    hub = load_pretrained(rc) if rc.hub_policy else None
+    meshes = mesh_layouts(rc)
+    hub = load_pretrained(rc, meshes.policy) if rc.hub_policy else None
     task = rc.build_task(None if hub is None else hub_tokenizer(hub))
     methods = list(rc.methods)
     hub_rewards = hub_reward_sources(rc, methods) if rc.hub_reward else None
+    pcfg = hub.cfg if hub is not None else policy_config(cfg, task)
+    rsettings = None if rc.hub_reward else reward_settings(rc)
+    check_split(meshes.policy, pcfg, "policy.mesh")
+    if rsettings is not None:
+        check_split(meshes.reward, reward_trunk_config(cfg, task, pcfg, rsettings), "reward.mesh")
     run_dir = Path(cfg.out_dir)  # created once the pretrained models loaded
     run_dir.mkdir(parents=True, exist_ok=True)
     if rc.compilation_cache:
         enable_compilation_cache(cfg.cache_dir)
     ecfg = rc.eval_config()
-    pcfg = hub.cfg if hub is not None else policy_config(cfg, task)
     tcfg = rc.train.config()
-    rsettings = None if rc.hub_reward else reward_settings(rc)
     mirror = None
     if rc.logger.name == "wandb":
-        from ttc.tracking import WandbMirror
+        from ttc.tracking import WandbMirror, job_name
 
-        mirror = WandbMirror(project=cfg.logger.project, name=cfg.name, run_dir=run_dir,
-                             config=OmegaConf.to_container(cfg, resolve=True),
-                             mode=cfg.logger.mode)
+        proc = f"-p{process}" if processes > 1 else ""  # one wandb run per process
+        mirror = WandbMirror(project=cfg.logger.project, name=job_name(cfg.name) + proc,
+                             run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True),
+                             mode=cfg.logger.mode, group=rc.logger.group or cfg.name)
     store = ResultsStore(run_dir / "results.jsonl", mirror=mirror)
     if hub is not None:
         policy, trunk = hub.policy, None
@@ -238,10 +255,19 @@ def run(cfg: DictConfig) -> RunOutcome:
                   "policy_id": policy.meta.get("id")}
     rewards = (hub_rewards if hub_rewards is not None
                else reward_sources(cfg, methods, task, policy, rsettings, trunk))
-    new = evaluate(policy, task, methods, ecfg, store, run_dir=run_dir, rewards=rewards,
-                   run_config=run_config, progress=cfg.progress)
+    placed, placed_rewards = meshes.place_policy(policy), meshes.place_rewards(rewards)
+    with use_layouts(policy=meshes.policy, reward=meshes.reward):
+        new = evaluate(placed, task, methods, ecfg, store, run_dir=run_dir,
+                       rewards=placed_rewards, run_config=run_config, progress=cfg.progress)
     outcome = RunOutcome(store=store, tag=run_tag(policy, task, ecfg, rewards), task=task,
                          policy=policy, rewards=rewards, run_dir=run_dir)
+    if processes > 1:  # every process's cells are in the store before the merged outputs
+        distributed.barrier("ttc-run-end", rc.distributed.barrier_timeout_s)
+        store.refresh()
+        if process != 0:
+            print(f"process {process} of {processes}: {len(new)} new record(s) in "
+                  f"{store.path}; process 0 writes the merged outputs")
+            return outcome
     # the outputs show this configuration only: results.jsonl keeps every configuration run
     # into this directory (a changed model or test set gets a new key tag)
     records = outcome.records

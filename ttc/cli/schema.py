@@ -42,10 +42,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ttc import checkpoint
+from ttc.distributed import MODES as DIST_MODES
+from ttc.distributed import DistributedConfig
 from ttc.errors import ConfigError
 from ttc.evaluate import EvalConfig
 from ttc.hub.reward import FORMATS
 from ttc.methods import MethodSpec, check_budgets, make_spec
+from ttc.parallel import Layout
 from ttc.tasks import TASKS, TEXT_TASKS, make_task, make_text_task
 from ttc.tasks.base import Task
 from ttc.tasks.subset_sum import count_problems
@@ -444,6 +447,39 @@ TASK_SECTIONS: dict[str, type] = {"arithmetic": ArithmeticSection, "graph": Grap
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class MeshSection:
+    """``policy.mesh`` / ``reward.mesh``: the ``data x model`` device mesh a model runs on
+    (:class:`ttc.parallel.Layout`): ``model`` devices split its heads and MLP (tensor
+    parallelism), ``data`` slices split the problems; local devices ``first ..
+    first + data * model - 1``. ``data: null`` takes every device from ``first`` on."""
+
+    data: int | None = _field(default=None, ge=1)
+    model: int = _field(default=1, ge=1)
+    first: int = _field(default=0, ge=0)
+
+    @property
+    def default(self) -> bool:
+        """Every device on ``data``: the samplers' default, no layout to set."""
+        return self.data is None and self.model == 1 and self.first == 0
+
+    def layout(self, devices: int, key: str) -> Layout:
+        """The layout on a process with ``devices`` local devices.
+
+        Raises:
+            ConfigError: the mesh needs more devices than there are, naming ``key``.
+        """
+        data = self.data if self.data is not None else (devices - self.first) // self.model
+        need = self.first + max(data, 1) * self.model
+        if data < 1 or need > devices:
+            cpu = (" (on a CPU host, split it into more devices with host_devices=N, e.g. "
+                   f"host_devices={need})")
+            raise ConfigError(
+                f"{key}={{data: {self.data}, model: {self.model}, first: {self.first}}} needs "
+                f"{need} devices, but this process has {devices}{cpu}")
+        return Layout(data=data, model=self.model, first=self.first)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class PolicySection:
     """``policy``: the decoder's architecture, or a checkpoint to load instead of training."""
 
@@ -453,6 +489,7 @@ class PolicySection:
     n_heads: int = _field(ge=1)
     d_ff: int = _field(ge=1)
     checkpoint: str | None = None
+    mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
 
     def check(self, path: str) -> None:
         if self.d_model % self.n_heads:
@@ -479,6 +516,7 @@ class HubPolicySection:
     name: str = _field(choices=("hf",))
     path: str = _field(nonempty=True)
     dtype: str = _field(default="float32", choices=("float32", "bfloat16"))
+    mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
 
     def check(self, path: str) -> None:
         p = Path(self.path).expanduser()
@@ -552,6 +590,7 @@ class RewardSection:
     base_steps: int | None = _field(default=None, ge=1)
     labels: LabelsSection
     train: TrainSection
+    mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
 
     def check(self, path: str) -> None:
         if self.head == "lm_value" and not self.init_from_policy:
@@ -597,6 +636,8 @@ class WandbLogger:
     name: str = _field(choices=("wandb",))
     project: str = _field(nonempty=True)
     mode: str = _field(choices=WANDB_MODES)
+    group: str | None = _field(default=None, nonempty=True)
+    """The wandb group of the job's run (``null``: the run name; a sweep's jobs share it)."""
 
     def check(self, path: str) -> None:
         if importlib.util.find_spec("wandb") is None:
@@ -677,6 +718,46 @@ class ReproduceSection:
         return [(k if k.startswith("reproduce.") else f"reproduce.{k}", v) for k, v in out]
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistributedSection:
+    """``distributed``: how this process joins a multi-process run
+    (:class:`ttc.distributed.DistributedConfig`)."""
+
+    initialize: str = _field(default="auto", choices=DIST_MODES)
+    coordinator: str | None = _field(default=None, nonempty=True)
+    num_processes: int | None = _field(default=None, ge=1)
+    process_id: int | None = _field(default=None, ge=0)
+    barrier_timeout_s: int = _field(default=7 * 24 * 3600, ge=1)
+
+    def config(self) -> DistributedConfig:
+        """The library config of these values."""
+        return DistributedConfig(**dataclasses.asdict(self))
+
+    def check(self, path: str) -> None:
+        explicit = {"num_processes": self.num_processes, "process_id": self.process_id}
+        if self.coordinator is None and any(v is not None for v in explicit.values()):
+            raise ConfigError(f"{path}.num_processes and {path}.process_id go with "
+                              f"{path}.coordinator (host:port of process 0), which is null; "
+                              f"got {explicit}")
+        if self.coordinator is None:
+            return
+        if not _host_port(self.coordinator):
+            raise ConfigError(f"{path}.coordinator must be host:port (e.g. 10.0.0.1:1234), "
+                              f"got {self.coordinator!r}")
+        missing = [f"{path}.{k}" for k, v in explicit.items() if v is None]
+        if missing:
+            raise ConfigError(f"{path}.coordinator={self.coordinator!r} needs "
+                              f"{' and '.join(missing)} as well")
+        if self.process_id >= self.num_processes:
+            raise ConfigError(f"{path}.process_id must be in [0, {path}.num_processes="
+                              f"{self.num_processes}), got {self.process_id}")
+
+
+def _host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 def _host_devices(value: Any, key: str) -> int | str:
     if value == "auto" or (isinstance(value, str) and value.strip().isdigit()
                            and int(value) >= 1):
@@ -750,6 +831,7 @@ class RunConfig:
         methods: the method grid, validated by the method registry.
         reproduce: the claim of ``ttc-reproduce`` (``+experiment=NAME``), if any.
         save_to: ``ttc-train`` only: also copy the policy checkpoint here.
+        distributed: how this process joins a multi-process run.
     """
 
     name: str = _field(nonempty=True)
@@ -771,6 +853,7 @@ class RunConfig:
     methods: tuple[MethodSpec, ...] = dataclasses.field(metadata=_rule(parse=_methods))
     reproduce: ReproduceSection | None = None
     save_to: str | None = _field(default=None, nonempty=True)
+    distributed: DistributedSection = dataclasses.field(default_factory=DistributedSection)
 
     @property
     def text_task(self) -> bool:
