@@ -267,21 +267,9 @@ def measure_copy_bandwidth(mib: int, repeats: int = 10) -> dict[str, Any]:
 
 
 def measure_matmul_peak(n: int, dtype: str, repeats: int = 5) -> dict[str, Any]:
-    """Best FLOP/s of a jitted chain of 4 ``n x n`` matmuls in ``dtype``."""
-    ka, kb = jax.random.split(jax.random.key(0))
-    dt = jnp.dtype(dtype)
-    a = jax.random.normal(ka, (n, n), jnp.float32).astype(dt)
-    b = (jax.random.normal(kb, (n, n), jnp.float32) / np.sqrt(n)).astype(dt)
-    chain = 4
-
-    @jax.jit
-    def f(a, b):
-        for _ in range(chain):
-            a = a @ b
-        return a
-
-    t, _ = BENCH.time_fn(lambda: f(a, b).block_until_ready(), repeats, budget_s=10.0)
-    return {"n": n, "dtype": dtype, "flops_per_s": chain * 2.0 * n**3 / t["best_s"], **t}
+    """Best FLOP/s of a jitted chain of 4 ``n x n`` matmuls in ``dtype``
+    (:func:`scripts.bench.measure_jax_matmul_peak`)."""
+    return BENCH.measure_jax_matmul_peak(n, repeats, dtype=dtype, budget_s=10.0)
 
 
 def param_bytes(params: Any) -> int:

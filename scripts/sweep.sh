@@ -78,5 +78,5 @@ case ${launcher} in
   *) echo "$0: --launcher must be basic, local or slurm, got '${launcher}'" >&2; exit 2 ;;
 esac
 
-ttc-run -m "name=${name}" "${extra[@]}" "$@"
+ttc-run -m "name=${name}" ${extra[@]+"${extra[@]}"} "$@"
 python "$(dirname "$0")/plot.py" "${out_dir}"

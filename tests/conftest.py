@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+# One JAX persistent compilation cache for the whole test session: the xdist workers and the
+# `ttc-run` subprocesses the tests start compile the same tiny programs again and again, and
+# the suite is bound by XLA compile time. A new directory per session (made here, in the
+# controller, before the workers start; they inherit the environment), so every run compiles
+# from scratch once and a run's timings do not depend on an earlier run.
+if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _jax_cache = tempfile.mkdtemp(prefix="ttc-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
+    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest
 

@@ -132,6 +132,8 @@ CASES = [
      "distributed.process_id=0", "distributed.coordinator"),
     ("run", "distributed.coordinator=h:1 distributed.num_processes=2 distributed.process_id=2",
      "distributed.process_id"),
+    ("run", "distributed.initialize=off distributed.coordinator=h:1 "
+     "distributed.num_processes=2 distributed.process_id=0", "distributed.initialize"),
     # methods a pretrained policy cannot run on a text task
     ("run", "policy=hf policy.path={model} task=gsm8k task.path={data} eval.n_problems=1 "
      "methods=[{name:pgibbs,reward:oracle}]", "methods[0]"),

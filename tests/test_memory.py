@@ -78,10 +78,12 @@ def test_rows_shrink_with_free_memory_and_never_exceed_the_request():
 
 
 def _tight(policy, task, rows_per_device: float) -> int:
-    """Free bytes per device that hold ``policy``'s parameters and ``rows_per_device`` rows."""
+    """Free bytes per device, as measured with ``policy``'s parameters loaded, that hold
+    ``rows_per_device`` rows more (the plan adds the loaded parameters back)."""
     plan = plan_rows(policy.cfg, cache_len=task.max_prompt_len + task.max_solution_len,
                      want_rows=1, free_bytes=10 ** 12)
-    return math.ceil((plan.param_bytes + rows_per_device * plan.row_bytes) / SAFETY)
+    whole = math.ceil((plan.param_bytes + rows_per_device * plan.row_bytes) / SAFETY)
+    return whole - plan.param_bytes
 
 
 @contextlib.contextmanager
@@ -115,7 +117,7 @@ def test_a_policy_that_cannot_fit_stops_with_its_numbers_before_compiling(
                            ps.prompt_len, num_samples=4, sampling=sp, key=key)
     msg = str(err.value)
     assert "\n" not in msg and str(jax.devices()[0]) in msg
-    for n in (plan.param_bytes, plan.cache_bytes_per_row, free):
+    for n in (plan.param_bytes, plan.cache_bytes_per_row, free + plan.param_bytes):
         assert f"{n / 2 ** 30:.3g} GiB" in msg
     for advice in ("model axis", "bfloat16", "fewer max new tokens"):
         assert advice in msg
@@ -127,6 +129,14 @@ def test_a_policy_that_cannot_fit_stops_with_its_numbers_before_compiling(
         run_search(tiny_policy.graphdef, tiny_policy.params, spec, None, task, ps.prompts,
                    ps.prompt_len, ps.gold, cfg=SearchConfig(method="particle"), num_samples=4,
                    sampling=sp, key=key)
+    # a search chunk is never shrunk (its draws depend on it): 10 rows fit, a chunk needs 16
+    monkeypatch.setattr(ttc.memory, "device_free_bytes",
+                        lambda device: _tight(tiny_policy, task, 10.5))
+    with _no_compiles(), pytest.raises(ConfigError, match=r"chunk of 16 rows .* "
+                                                          r"eval\.max_rows=10 or lower"):
+        run_search(tiny_policy.graphdef, tiny_policy.params, spec, None, task, ps.prompts,
+                   ps.prompt_len, ps.gold, cfg=SearchConfig(method="particle"), num_samples=4,
+                   sampling=sp, key=key, chunk_rows=16)
 
 
 class _Stop(Exception):

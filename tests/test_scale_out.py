@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -43,20 +44,38 @@ def trained(tmp_path_factory) -> list[str]:
     return args
 
 
-def _env(devices: int) -> dict[str, str]:
+def _env(devices: int | None) -> dict[str, str]:
+    """The environment of a ``ttc-run`` subprocess: ``devices`` CPU devices forced through
+    ``XLA_FLAGS``, or (``None``) none forced, so that ``host_devices`` splits the CPU."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
     env["JAX_PLATFORMS"] = "cpu"
+    if devices is None:
+        return env
     return {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
 
 
-def _start(args: list[str], out_dir: Path, devices: int, *extra: str) -> subprocess.Popen:
+def _start(args: list[str], out_dir: Path, devices: int, *extra: str,
+           force: bool = True) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ttc.cli.run", *args, f"out_dir={out_dir}",
-                             f"host_devices={devices}", *extra], env=_env(devices),
+                             f"host_devices={devices}", *extra],
+                            env=_env(devices if force else None),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _communicate(procs: list[subprocess.Popen], timeout: int) -> list[tuple[str, str]]:
+    """Every process's ``(stdout, stderr)``, read at once (one blocked on a full pipe cannot
+    stall the others); all of them are killed if one times out or the caller fails."""
+    with ThreadPoolExecutor(len(procs)) as pool:
+        try:
+            return list(pool.map(lambda p: p.communicate(timeout=timeout), procs))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+
+
 def _finish(procs: list[subprocess.Popen]) -> list[str]:
-    outs = [p.communicate(timeout=900) for p in procs]
+    outs = _communicate(procs, 900)
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-4000:]
     return [out for out, _ in outs]
@@ -98,10 +117,13 @@ def test_config_meshes_give_the_records_of_the_default_layout(trained, tmp_path)
 
 
 def test_mesh_larger_than_the_process_is_a_config_error(trained, tmp_path):
-    proc = _start(trained, tmp_path / "run", 2, "policy.mesh.model=4")
-    _out, err = proc.communicate(timeout=300)
+    # no device count forced: host_devices=3 itself splits the CPU (nothing starts JAX's
+    # backends before it), and the message counts those 3
+    proc = _start(trained, tmp_path / "run", 3, "policy.mesh.model=4", force=False)
+    [(_out, err)] = _communicate([proc], 300)
     assert proc.returncode == 2, err[-2000:]
     assert "Traceback" not in err and "policy.mesh" in err and "host_devices=4" in err
+    assert "this process has 3" in err
     assert not (tmp_path / "run" / "results.jsonl").exists()  # (Hydra made the run directory)
 
 
@@ -117,8 +139,7 @@ def test_two_processes_write_the_records_of_one(trained, tmp_path):
     assert any(0 < r["accuracy"] < 1 for r in _records(one).values())
     new = [int(re.search(r"(\d+) new record\(s\)", out).group(1)) for out in outs]
     print(f"\ntwo processes: new records per process {new} of {len(_records(one))} cells")
-    assert sum(new) == len(_records(one))
-    assert min(new) > 0, "the cells were not split between the processes"
+    assert sum(new) == len(_records(one))  # (how they split depends on which claims first)
     assert "process 0 writes the merged outputs" in outs[1]
     frontier = (two / "frontier.csv").read_text().splitlines()
     assert frontier[0].startswith("method,budget") and len(frontier) > 1
@@ -131,8 +152,7 @@ def test_a_multi_process_run_refuses_to_train(tmp_path):
             "compilation_cache=false", f"distributed.coordinator=127.0.0.1:{port}",
             "distributed.num_processes=2"]
     procs = [_start(args, tmp_path / "run", 1, f"distributed.process_id={i}") for i in range(2)]
-    for p in procs:
-        _out, err = p.communicate(timeout=300)
+    for p, (_out, err) in zip(procs, _communicate(procs, 300), strict=True):
         assert p.returncode == 2, err[-2000:]
         assert "Traceback" not in err and "ttc-train" in err
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").glob("policy-*"))

@@ -224,8 +224,12 @@ def _read_meta(d: Path) -> dict:
 def _restore_on_one_device(path: Path) -> dict:
     """The arrays saved at ``path``, restored onto this process's first device whatever devices
     saved them (orbax alone refuses a checkpoint written by a process with another device count,
-    e.g. a two-device ``ttc-run`` read back with ``host_devices=1``)."""
-    ckptr = ocp.StandardCheckpointer()
+    e.g. a two-device ``ttc-run`` read back with ``host_devices=1``). In a multi-process run
+    each process restores on its own, with no barrier across processes (orbax's default would
+    wait for every process at each restore)."""
+    me = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    ckptr = ocp.StandardCheckpointer(multiprocessing_options=alone)
     meta = ckptr.metadata(path)
     tree = getattr(meta, "item_metadata", meta)
     one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -12,10 +12,13 @@ per cell, so the store must live on a file system shared by the processes with P
 NFSv4, Lustre and GPFS provide). A cell's record depends only on the cell (each sample has its
 own key), so the records are those of one process, and no collective ever runs inside a
 sampler's loop, whose trip count differs between processes (the documented hang of
-multi-controller JAX). The one synchronisation is :func:`barrier` at the end, through the
-coordinator's key-value service (no device collective, so no collective timeout however long
-the last cell takes), after which the first process writes ``frontier.csv`` and
-``pareto.png`` of the merged store.
+multi-controller JAX). Checkpoints are restored by each process on its own (no orbax barrier).
+The one synchronisation is :func:`barrier` at the end, through the coordinator's key-value
+service (no device collective, so no collective timeout however long the last cell takes),
+after which the first process writes ``frontier.csv`` and ``pareto.png`` of the merged store.
+A process whose evaluation fails waits at that barrier too, then raises, so the others finish
+their cells; a process that stops before evaluating (a configuration error that only it sees)
+ends the run, as JAX's coordination service stops the processes of a run that lost one.
 
 Models are trained by one process (``ttc-train``) before a multi-process run: a
 multi-process run reads cached checkpoints and refuses to train (:func:`require_single`).
@@ -38,6 +41,10 @@ MODES = ("auto", "on", "off")
 or when a coordinator address is given), ``on`` (always; JAX detects the cluster), ``off``."""
 
 
+WEEK_S = 7 * 24 * 3600
+"""Default wait of the end barrier for the slowest process (seconds)."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DistributedConfig:
     """How this process joins a multi-process run (the ``distributed`` config section).
@@ -56,19 +63,45 @@ class DistributedConfig:
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
-    barrier_timeout_s: int = 7 * 24 * 3600
+    barrier_timeout_s: int = WEEK_S
 
     def __post_init__(self) -> None:
-        if self.initialize not in MODES:
-            raise ValueError(f"initialize must be one of {MODES}, got {self.initialize!r}")
-        explicit = (self.num_processes, self.process_id)
-        if any(v is not None for v in explicit) and self.coordinator is None:
-            raise ValueError("num_processes and process_id need coordinator (host:port)")
-        if self.coordinator is not None and None in explicit:
-            raise ValueError("coordinator needs num_processes and process_id as well")
-        if None not in explicit and not 0 <= self.process_id < self.num_processes:
-            raise ValueError(f"process_id must be in [0, num_processes), got "
-                             f"{self.process_id} of {self.num_processes}")
+        check_settings(self, "distributed")
+
+
+def _host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def check_settings(cfg: DistributedConfig, path: str) -> None:
+    """Checks that ``cfg``'s settings go together (keys named under ``path``).
+
+    Raises:
+        ValueError: naming the keys, their values and what is allowed.
+    """
+    if cfg.initialize not in MODES:
+        raise ValueError(f"{path}.initialize must be one of {MODES}, got {cfg.initialize!r}")
+    explicit = {"num_processes": cfg.num_processes, "process_id": cfg.process_id}
+    if cfg.coordinator is None:
+        if any(v is not None for v in explicit.values()):
+            raise ValueError(f"{path}.num_processes and {path}.process_id go with "
+                             f"{path}.coordinator (host:port of process 0), which is null; "
+                             f"got {explicit}")
+        return
+    if cfg.initialize == "off":
+        raise ValueError(f"{path}.coordinator={cfg.coordinator!r} asks for a multi-process "
+                         f"run, but {path}.initialize=off; set {path}.initialize=auto (or on)")
+    if not _host_port(cfg.coordinator):
+        raise ValueError(f"{path}.coordinator must be host:port (e.g. 10.0.0.1:1234), got "
+                         f"{cfg.coordinator!r}")
+    missing = [f"{path}.{k}" for k, v in explicit.items() if v is None]
+    if missing:
+        raise ValueError(f"{path}.coordinator={cfg.coordinator!r} needs "
+                         f"{' and '.join(missing)} as well")
+    if cfg.process_id >= cfg.num_processes:
+        raise ValueError(f"{path}.process_id must be in [0, {path}.num_processes="
+                         f"{cfg.num_processes}), got {cfg.process_id}")
 
 
 def cluster_detected(env: dict[str, str] | None = None) -> bool:
@@ -89,52 +122,74 @@ def wanted(cfg: DistributedConfig, env: dict[str, str] | None = None) -> bool:
     return cfg.initialize == "on" or cfg.coordinator is not None or cluster_detected(env)
 
 
+def processes() -> tuple[int, int]:
+    """``(process_index, process_count)`` of this run, without starting JAX's backends (so
+    that ``host_devices`` can still split the CPU afterwards): ``(0, 1)`` unless
+    :func:`initialize` joined a multi-process run."""
+    from jax._src import distributed
+
+    state = distributed.global_state
+    if state.client is None:
+        return 0, 1
+    return int(state.process_id), int(state.num_processes)
+
+
 def initialize(cfg: DistributedConfig) -> tuple[int, int]:
     """Joins the run's processes (``jax.distributed.initialize``) if :func:`wanted`; returns
-    ``(process_index, process_count)``. Call it before any JAX computation. Cross-process
-    collectives of the CPU backend use gloo (the only one that needs no MPI)."""
+    :func:`processes`. Call it before any JAX computation; it starts no backend. Cross-process
+    collectives of the CPU backend use gloo (the only one that needs no MPI).
+
+    Raises:
+        ConfigError: JAX cannot join the run (no cluster found for ``initialize=on``, an
+            unreachable coordinator), naming the ``distributed`` settings.
+    """
     if not wanted(cfg) or jax.distributed.is_initialized():
-        return jax.process_index(), jax.process_count()
+        return processes()
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     kwargs = {}
     if cfg.coordinator is not None:
         kwargs = {"coordinator_address": cfg.coordinator, "num_processes": cfg.num_processes,
                   "process_id": cfg.process_id}
-    jax.distributed.initialize(**kwargs)
-    log.info("process %d of %d (%d local device(s))", jax.process_index(),
-             jax.process_count(), jax.local_device_count())
-    return jax.process_index(), jax.process_count()
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (ValueError, RuntimeError) as e:  # XlaRuntimeError is a RuntimeError
+        raise ConfigError(
+            f"distributed: cannot join a multi-process run with initialize={cfg.initialize}, "
+            f"coordinator={cfg.coordinator}, num_processes={cfg.num_processes}, process_id="
+            f"{cfg.process_id} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}); "
+            "set distributed.coordinator, distributed.num_processes and "
+            "distributed.process_id, or distributed.initialize=off for one process") from None
+    process, count = processes()
+    log.info("process %d of %d", process, count)
+    return process, count
 
 
-def is_primary() -> bool:
-    """Whether this is process 0 (the one that writes the run's merged outputs)."""
-    return jax.process_index() == 0
+_passed: dict[str, int] = {}  # barriers of each name this process has passed
 
 
-def barrier(name: str, timeout_s: int = 7 * 24 * 3600) -> None:
+def barrier(name: str, timeout_s: int = WEEK_S) -> None:
     """Waits until every process of the run reaches ``barrier(name)``; a no-op for one
     process. It uses the coordinator's key-value barrier, not a device collective, so it holds
-    however long the slowest process takes (up to ``timeout_s``)."""
-    if jax.process_count() == 1:
-        return
+    however long the slowest process takes (up to ``timeout_s``). The k-th call with a name
+    meets the other processes' k-th call with it (as in a multirun of several jobs)."""
     from jax._src import distributed
 
     client = distributed.global_state.client
-    if client is None:  # not started by jax.distributed.initialize
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
+    if client is None:  # one process
         return
-    client.wait_at_barrier(name, timeout_s * 1000)
+    k = _passed.get(name, 0)
+    _passed[name] = k + 1
+    client.wait_at_barrier(f"{name}/{k}", timeout_s * 1000)
 
 
 def require_single(what: str, path: object) -> None:
     """Refuses to train ``what`` (to be cached at ``path``) in a multi-process run: the
     processes would each train and save it. Raises a :class:`ConfigError` saying to train it
     first in one process."""
-    if jax.process_count() > 1:
+    process, count = processes()
+    if count > 1:
         raise ConfigError(
             f"{what} is not cached at {path}, and a multi-process run (process "
-            f"{jax.process_index()} of {jax.process_count()}) evaluates cached models only: "
+            f"{process} of {count}) evaluates cached models only: "
             "train the models first in one process with `ttc-train` and the same overrides "
             "(or a single-process `ttc-run`), then start the multi-process run")

@@ -4,9 +4,10 @@
 (:func:`device_free_bytes`) and chooses the largest row count, at most the one asked for, that
 fits; a configuration that cannot hold its parameters and the rows one problem needs stops with
 a :class:`ttc.errors.ConfigError` that names the numbers, before anything is compiled.
-:func:`ttc.decode.generate_solutions` caps its decode rows by the plan and
-:func:`ttc.search.loop.run_search` its rows per chunk; with ample memory the plan returns the
-rows asked for, so nothing changes.
+:func:`ttc.decode.generate_solutions` caps its decode rows by the plan (its samples do not
+depend on how many rows run at once); :func:`ttc.search.loop.run_search`, whose results
+depend on how problems are grouped into chunks, stops instead when a chunk does not fit, naming
+the ``eval.max_rows`` that would. With ample memory nothing changes.
 
 Conventions (all sizes in bytes, per device of the layout):
 
@@ -20,8 +21,9 @@ Conventions (all sizes in bytes, per device of the layout):
   estimate of one decode step's working set (:func:`activation_bytes_per_row`). Rows are dealt
   to the ``data`` slices, so a device holds ``ceil(rows / data)`` of them.
 * Free memory: :func:`device_free_bytes` of each of the layout's devices (the least of them),
-  of which the fraction :data:`SAFETY` is planned (XLA's workspace and fragmentation take the
-  rest).
+  measured while the parameters are loaded (as they are when a sampler plans; so their bytes
+  are added back), of which the fraction :data:`SAFETY` is planned (XLA's workspace and
+  fragmentation take the rest).
 
 What it does not count: a sampler's queues (the prefilled prompt caches of the problems waiting
 for a row, the finished samples' tokens) and a reward model run in the same program (a step-level
@@ -33,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from pathlib import Path
 
 import jax
@@ -41,11 +44,12 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from ttc.errors import ConfigError
-from ttc.models import create, partition_rules
+from ttc.models import create, param_specs
 from ttc.models.interface import PolicyConfig
-from ttc.parallel import MODEL, Layout, partition_specs
+from ttc.parallel import MODEL, Layout, param_path
 
 __all__ = ["SAFETY", "MemoryPlan", "activation_bytes_per_row", "cache_bytes_per_row",
+           "check_chunk_fits",
            "device_free_bytes", "host_available_bytes", "param_bytes_per_device", "plan_rows"]
 
 SAFETY = 0.9
@@ -98,8 +102,10 @@ def plan_rows(cfg: PolicyConfig, *, cache_len: int, want_rows: int, layout: Layo
             axis, rows over its ``data`` slices.
         dtype: the parameters' (and, for a family with a ``dtype`` field, the cache's) dtype
             name; default: the config's (``cfg.dtype``, else float32).
-        free_bytes: free memory per device (default: :func:`device_free_bytes` of the least
-            free of the layout's devices).
+        free_bytes: free memory per device before the parameters are loaded (default:
+            :func:`device_free_bytes` of the least free of the layout's devices, measured
+            while the parameters are loaded, as they are when a sampler plans, plus their
+            bytes).
         min_rows: rows per device below which the sampler cannot run (a search's rows of one
             problem).
 
@@ -118,9 +124,9 @@ def plan_rows(cfg: PolicyConfig, *, cache_len: int, want_rows: int, layout: Layo
     params = param_bytes_per_device(cfg, layout.model)
     cache = cache_bytes_per_row(cfg, cache_len, layout.model)
     act = activation_bytes_per_row(cfg, cache_len)
-    if free_bytes is None:
+    if free_bytes is None:  # measured with the parameters loaded: they count as free here
         known = [f for f in map(device_free_bytes, devices) if f is not None]
-        free_bytes = min(known) if len(known) == len(devices) else None
+        free_bytes = min(known) + params if len(known) == len(devices) else None
     kind = devices[0].device_kind
     where = f"{devices[0]}{'' if kind in str(devices[0]) else f' ({kind})'}, layout {layout}"
     if free_bytes is None:
@@ -133,6 +139,27 @@ def plan_rows(cfg: PolicyConfig, *, cache_len: int, want_rows: int, layout: Layo
     return MemoryPlan(param_bytes=params, cache_bytes_per_row=cache, act_bytes_per_row=act,
                       free_bytes=free_bytes, device_rows=fit,
                       rows=min(want_rows, fit * layout.data), device=where)
+
+
+def check_chunk_fits(cfg: PolicyConfig, *, rows: int, cache_len: int, layout: Layout,
+                     min_rows: int = 1) -> MemoryPlan:
+    """Checks, before anything compiles, that a step-level search's chunk of ``rows`` rows fits
+    on one ``data`` slice of ``layout`` (:func:`plan_rows`). A search's results depend on how
+    its problems are grouped into chunks, so a chunk is never shrunk to fit: a chunk that does
+    not fit stops the run, naming the ``eval.max_rows`` that would.
+
+    Raises:
+        ConfigError: the chunk (or one problem's ``min_rows``) does not fit.
+    """
+    plan = plan_rows(cfg, cache_len=cache_len, want_rows=rows, layout=layout, min_rows=min_rows)
+    if plan.rows < rows:
+        raise ConfigError(
+            f"a search chunk of {rows} rows does not fit in the memory of {plan.device}: "
+            f"{_gib(plan.free_bytes)} free holds the parameters ({_gib(plan.param_bytes)}) and "
+            f"{plan.rows} rows of {_gib(plan.row_bytes)} each. Set eval.max_rows={plan.rows} "
+            "or lower (the search then runs its problems in smaller chunks, with other random "
+            "draws), or split the model over more devices.")
+    return plan
 
 
 def _with_dtype(cfg: PolicyConfig, dtype: str | None) -> PolicyConfig:
@@ -166,28 +193,36 @@ def _too_big(params: int, cache: int, act: int, free: int, where: str, cache_len
 
 
 @functools.lru_cache(maxsize=64)
+def _shapes_and_specs(cfg: PolicyConfig, model: int) -> tuple[tuple[str, tuple, str, bool], ...]:
+    """``(path, shape, dtype, split over MODEL)`` of each parameter of a shape-only module of
+    ``cfg`` under its family's partition rules for a ``model``-way split."""
+    params = nnx.state(nnx.eval_shape(lambda: create(cfg)), nnx.Param)
+    specs = param_specs(cfg, params, model)
+    is_spec = lambda s: isinstance(s, PartitionSpec)  # noqa: E731
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    out = []
+    for (path, x), spec in zip(flat, jax.tree.leaves(specs, is_leaf=is_spec), strict=True):
+        split = any(MODEL in (a if isinstance(a, tuple) else (a,)) for a in spec)
+        out.append((param_path(path), tuple(x.shape), str(x.dtype), split))
+    return tuple(out)
+
+
 def param_bytes_per_device(cfg: PolicyConfig, model: int = 1) -> int:
     """The parameters' bytes on each device of a ``model``-way split (module conventions),
     from a shape-only module of ``cfg`` (nothing is allocated)."""
-    params = nnx.state(nnx.eval_shape(lambda: create(cfg)), nnx.Param)
-    specs = partition_specs(params, partition_rules(cfg, model) if model > 1 else ())
-    is_spec = lambda s: isinstance(s, PartitionSpec)  # noqa: E731
-    total = 0
-    for x, spec in zip(jax.tree.leaves(params), jax.tree.leaves(specs, is_leaf=is_spec),
-                       strict=True):
-        split = model if any(MODEL in (a if isinstance(a, tuple) else (a,)) for a in spec) else 1
-        total += math.ceil(math.prod(x.shape) / split) * np.dtype(x.dtype).itemsize
-    return total
+    return sum(math.ceil(math.prod(shape) / (model if split else 1)) * np.dtype(dt).itemsize
+               for _, shape, dt, split in _shapes_and_specs(cfg, model))
 
 
 @functools.lru_cache(maxsize=64)
 def cache_bytes_per_row(cfg: PolicyConfig, cache_len: int, model: int = 1) -> int:
     """One row's KV cache of ``cache_len`` slots on each device of a ``model``-way split: split
-    where the family's partition rules split the key/value heads (``model`` divides them)."""
+    where the family's partition rules split the key/value projections (so the cache is split
+    like its heads), whole otherwise (as for the synthetic decoder's fused ``qkv``)."""
     cache = jax.eval_shape(lambda: cfg.init_cache(1, cache_len))
     total = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(cache))
-    kv_heads = getattr(cfg, "n_kv_heads", getattr(cfg, "n_heads", 1))
-    split = model > 1 and bool(partition_rules(cfg, model)) and kv_heads % model == 0
+    split = model > 1 and any(split and re.search(r"(^|/)(k|v)/kernel$", path)
+                              for path, _, _, split in _shapes_and_specs(cfg, model))
     return math.ceil(total / model) if split else total
 
 
@@ -242,11 +277,21 @@ def _meminfo_available() -> int | None:
 
 
 def _cgroup_left(root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """``memory.max - memory.current`` of this process's cgroup v2 (``None``: no limit)."""
+    """What this process's cgroup v2 memory limit leaves: ``memory.max`` less
+    ``memory.current`` without the reclaimable page cache (``inactive_file`` of
+    ``memory.stat``); ``None`` where there is no limit."""
     try:
-        limit = (root / "memory.max").read_text().strip()
+        rel = ""
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                rel = line[3:].strip().lstrip("/")
+        d = root / rel if (root / rel / "memory.max").exists() else root
+        limit = (d / "memory.max").read_text().strip()
         if limit == "max":
             return None
-        return max(0, int(limit) - int((root / "memory.current").read_text()))
+        used = int((d / "memory.current").read_text())
+        stat = dict(ln.split() for ln in (d / "memory.stat").read_text().splitlines()
+                    if len(ln.split()) == 2)
+        return max(0, int(limit) - used + int(stat.get("inactive_file", 0)))
     except (OSError, ValueError):
         return None

@@ -230,8 +230,12 @@ def run(cfg: DictConfig) -> RunOutcome:
     pcfg = hub.cfg if hub is not None else policy_config(cfg, task)
     rsettings = None if rc.hub_reward else reward_settings(rc)
     check_split(meshes.policy, pcfg, "policy.mesh")
-    if rsettings is not None:
-        check_split(meshes.reward, reward_trunk_config(cfg, task, pcfg, rsettings), "reward.mesh")
+    if rsettings is not None and reward_kinds(methods):
+        trunk_cfg = reward_trunk_config(cfg, task, pcfg, rsettings)
+        check_split(meshes.reward, trunk_cfg, "reward.mesh")
+        if any(m.kind == "search" and m.reward in ("prm", "orm") for m in methods):
+            # a step-level search runs the reward model on the policy's mesh
+            check_split(meshes.policy, trunk_cfg, "policy.mesh")
     run_dir = Path(cfg.out_dir)  # created once the pretrained models loaded
     run_dir.mkdir(parents=True, exist_ok=True)
     if rc.compilation_cache:
@@ -256,15 +260,21 @@ def run(cfg: DictConfig) -> RunOutcome:
     rewards = (hub_rewards if hub_rewards is not None
                else reward_sources(cfg, methods, task, policy, rsettings, trunk))
     placed, placed_rewards = meshes.place_policy(policy), meshes.place_rewards(rewards)
-    with use_layouts(policy=meshes.policy, reward=meshes.reward):
-        new = evaluate(placed, task, methods, ecfg, store, run_dir=run_dir,
-                       rewards=placed_rewards, run_config=run_config, progress=cfg.progress)
+    try:
+        with use_layouts(policy=meshes.policy, reward=meshes.reward):
+            new = evaluate(placed, task, methods, ecfg, store, run_dir=run_dir,
+                           rewards=placed_rewards, run_config=run_config, progress=cfg.progress)
+    except Exception:  # the other processes finish their cells (and process 0 the outputs)
+        distributed.barrier("ttc-run-end", rc.distributed.barrier_timeout_s)
+        raise
     outcome = RunOutcome(store=store, tag=run_tag(policy, task, ecfg, rewards), task=task,
                          policy=policy, rewards=rewards, run_dir=run_dir)
     if processes > 1:  # every process's cells are in the store before the merged outputs
         distributed.barrier("ttc-run-end", rc.distributed.barrier_timeout_s)
         store.refresh()
         if process != 0:
+            if mirror is not None:
+                mirror.finish()
             print(f"process {process} of {processes}: {len(new)} new record(s) in "
                   f"{store.path}; process 0 writes the merged outputs")
             return outcome

@@ -43,7 +43,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ttc import checkpoint
 from ttc.distributed import MODES as DIST_MODES
-from ttc.distributed import DistributedConfig
+from ttc.distributed import WEEK_S, DistributedConfig, check_settings
 from ttc.errors import ConfigError
 from ttc.evaluate import EvalConfig
 from ttc.hub.reward import FORMATS
@@ -727,35 +727,17 @@ class DistributedSection:
     coordinator: str | None = _field(default=None, nonempty=True)
     num_processes: int | None = _field(default=None, ge=1)
     process_id: int | None = _field(default=None, ge=0)
-    barrier_timeout_s: int = _field(default=7 * 24 * 3600, ge=1)
+    barrier_timeout_s: int = _field(default=WEEK_S, ge=1)
 
     def config(self) -> DistributedConfig:
         """The library config of these values."""
         return DistributedConfig(**dataclasses.asdict(self))
 
     def check(self, path: str) -> None:
-        explicit = {"num_processes": self.num_processes, "process_id": self.process_id}
-        if self.coordinator is None and any(v is not None for v in explicit.values()):
-            raise ConfigError(f"{path}.num_processes and {path}.process_id go with "
-                              f"{path}.coordinator (host:port of process 0), which is null; "
-                              f"got {explicit}")
-        if self.coordinator is None:
-            return
-        if not _host_port(self.coordinator):
-            raise ConfigError(f"{path}.coordinator must be host:port (e.g. 10.0.0.1:1234), "
-                              f"got {self.coordinator!r}")
-        missing = [f"{path}.{k}" for k, v in explicit.items() if v is None]
-        if missing:
-            raise ConfigError(f"{path}.coordinator={self.coordinator!r} needs "
-                              f"{' and '.join(missing)} as well")
-        if self.process_id >= self.num_processes:
-            raise ConfigError(f"{path}.process_id must be in [0, {path}.num_processes="
-                              f"{self.num_processes}), got {self.process_id}")
-
-
-def _host_port(text: str) -> bool:
-    host, _, port = text.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+        try:
+            check_settings(self, path)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _host_devices(value: Any, key: str) -> int | str:

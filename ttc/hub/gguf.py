@@ -16,7 +16,7 @@ Conventions:
   A load onto a device mesh (`ttc.hub.load(path, layout=...)`) therefore dequantizes each tensor
   whole on the host, one tensor at a time, and slices each device's shard from it (quantized
   blocks cannot be cut at arbitrary rows and columns), unlike a safetensors load, where each
-  device reads only its shard.
+  device's shard is sliced from the memory-mapped file.
 * **The q/k permutation.** For `llama`-architecture files, llama.cpp's `convert_hf_to_gguf.py`
   (`LlamaModel.permute`) reorders the rows of `q_proj` (with `n_head` = attention heads) and
   `k_proj` (with `n_head` = key/value heads), weights and biases alike, from Hugging Face's

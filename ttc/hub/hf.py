@@ -8,8 +8,8 @@
   ``model.safetensors.index.json``) to a :class:`~ttc.models.llama.Llama`. The module is built
   shape-only (``nnx.eval_shape``), tensors are memory-mapped and each parameter is filled once,
   so at most one tensor exists twice at any time. With a :class:`~ttc.parallel.Layout` the
-  parameters are created straight on its mesh, each device reading only its shard of the file
-  (:func:`load_hf_tensors`).
+  parameters are created straight on its mesh, each device's shard sliced from the
+  memory-mapped file and converted alone (:func:`load_hf_tensors`).
 * :func:`load_hf_tensors`: fills a module from any mapping of HF-named tensors (the one place
   names are mapped, through :mod:`ttc.hub.names`; other checkpoint readers, e.g. GGUF, reuse it).
 * :func:`save_hf`: a :class:`~ttc.models.llama.Llama` (or a ttc
@@ -26,6 +26,7 @@ touches), which is what a sharded load needs.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import struct
@@ -42,9 +43,9 @@ from jax.sharding import NamedSharding
 
 from ttc.hub import names
 from ttc.models.llama import LAYER_TYPES, ROPE_TYPES, Llama, LlamaConfig
-from ttc.models.registry import check_model_split, partition_rules
+from ttc.models.registry import check_model_split, param_specs
 from ttc.models.transformer import Transformer, TransformerConfig
-from ttc.parallel import Layout, mesh_of, partition_specs
+from ttc.parallel import Layout, mesh_of
 
 __all__ = ["ARCHITECTURES", "config_from_hf", "config_to_hf", "load_hf", "load_hf_tensors",
            "read_safetensors", "save_hf", "write_safetensors"]
@@ -398,11 +399,12 @@ def load_hf_tensors(cfg: LlamaConfig, tensors: Mapping[str, Any], dtype: str | N
     ``NamedSharding``: split over ``model`` by the family's partition rules, replicated over
     ``data``), through ``jax.make_array_from_callback``: each distinct shard is read by slicing
     ``tensors[name]`` with the shard's index mapped to the source's axes (reversed for a
-    transposed kernel), converted to ``dtype`` alone, and no parameter exists whole on the host.
-    This reads only the shard where a lookup is lazy, as for the memory-mapped views of
-    :func:`read_safetensors`. A mapping that materialises a tensor on lookup, as GGUF's
-    ``LazyTensors`` (quantized blocks are dequantized whole), is read whole on the host, one
-    tensor at a time, and then sliced.
+    transposed kernel), converted to ``dtype`` alone, and kept only until the devices that hold
+    it have it. Where a lookup is lazy, as for the memory-mapped views of
+    :func:`read_safetensors`, only the shard's values are read and converted (a shard that
+    cuts across the file's rows still touches most of the tensor's pages). A mapping that
+    materialises a tensor on lookup, as GGUF's ``LazyTensors`` (quantized blocks are
+    dequantized whole), is read whole on the host, one tensor at a time, and then sliced.
 
     Args:
         cfg: the architecture (``head='lm'``).
@@ -465,8 +467,7 @@ def _shardings(cfg: LlamaConfig, state: nnx.State, layout: Layout | None) -> dic
         return None
     check_model_split(cfg, layout.model)
     mesh = mesh_of(layout)
-    rules = partition_rules(cfg, layout.model) if layout.model > 1 else ()
-    specs = partition_specs(nnx.to_pure_dict(state), rules)
+    specs = param_specs(cfg, nnx.to_pure_dict(state), layout.model)
     return jax.tree.map(lambda s: NamedSharding(mesh, s), specs)
 
 
@@ -482,15 +483,23 @@ def _sharded_param(raw: Any, transpose: bool, np_dtype: np.dtype, shape: tuple[i
     """The parameter ``names.from_hf(raw, transpose)`` (cast to ``np_dtype``) as a ``shape``
     array with ``sharding``, each distinct shard read from ``raw`` once: a shard's index in
     ttc's layout is reversed onto ``raw``'s axes where ``transpose`` (``raw.T[i, j]`` is
-    ``raw[j, i]``), and only that slice is converted."""
+    ``raw[j, i]``), and only that slice is converted. A shard is kept only until every device
+    that holds it has it."""
     shards: dict[tuple, np.ndarray] = {}
 
+    def key(index: tuple[slice, ...]) -> tuple:
+        return tuple((s.start, s.stop, s.step) for s in index)
+
+    left = collections.Counter(key(i) for i in
+                               sharding.addressable_devices_indices_map(shape).values())
+
     def read(index: tuple[slice, ...]) -> np.ndarray:
-        key = tuple((s.start, s.stop, s.step) for s in index)
-        if key not in shards:
+        k = key(index)
+        if k not in shards:
             src = tuple(reversed(index)) if transpose else tuple(index)
-            shards[key] = np.array(names.from_hf(raw[src], transpose), np_dtype, order="C")
-        return shards[key]
+            shards[k] = np.array(names.from_hf(raw[src], transpose), np_dtype, order="C")
+        left[k] -= 1
+        return shards.pop(k) if left[k] <= 0 else shards[k]
 
     return jax.make_array_from_callback(shape, sharding, read)
 

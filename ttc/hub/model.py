@@ -148,7 +148,7 @@ def load(path: str | Path, dtype: str = "float32", *, layout: Layout | None = No
         layout: the mesh to load the parameters onto (``None`` or a plain layout: the default
             device). The result equals ``load(path, dtype).policy.on_mesh(layout)`` (same
             values, same shardings), but each parameter is created on the mesh directly: with a
-            safetensors directory each device reads only its shard of the memory-mapped files;
+            safetensors directory each device's shard is sliced from the memory-mapped files;
             a GGUF file's tensors are dequantized whole on the host, one tensor at a time, and
             then sliced (:func:`ttc.hub.hf.load_hf_tensors`).
 

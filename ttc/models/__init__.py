@@ -14,6 +14,7 @@ from ttc.models.registry import (
     create,
     families,
     family_of,
+    param_specs,
     partition_rules,
     register,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "families",
     "family_of",
     "init_cache",
+    "param_specs",
     "partition_rules",
     "register",
 ]

@@ -71,6 +71,14 @@ def partition_rules(cfg: PolicyConfig, model: int) -> tuple[tuple[str, tuple], .
     return tuple(rules(cfg, model)) if rules is not None else ()
 
 
+def param_specs(cfg: PolicyConfig, params: Any, model: int) -> Any:
+    """A tree like ``params`` of each parameter's ``PartitionSpec`` on a ``model``-way split
+    (:func:`partition_rules`; everything replicated when ``model`` is 1)."""
+    from ttc.parallel import partition_specs
+
+    return partition_specs(params, partition_rules(cfg, model) if model > 1 else ())
+
+
 def check_model_split(cfg: PolicyConfig, model: int) -> None:
     """Checks that a ``model`` mesh axis of size ``model`` divides ``cfg``'s attention heads and
     MLP hidden units (what the partition rules split).

@@ -57,7 +57,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ttc import registry as REG
 from ttc import rewards as R
 from ttc.decode import TRACE_COUNTS, DecodeState, SamplingParams, decode_with, prefill
-from ttc.memory import plan_rows
+from ttc.memory import check_chunk_fits
 from ttc.parallel import Layout, device_groups, fetch, fit_layout, on_layout, over_rows
 from ttc.search.aggregate import best_of_n, majority_vote
 from ttc.search.rebase import ancestors, balanced_counts
@@ -830,10 +830,9 @@ def run_search(
     cfg.rows(num_samples)  # and N vs sweeps
     p = prompts.shape[0]
     cache_len = task.max_prompt_len + task.max_solution_len
-    rows_per_call = plan_rows(  # a chunk's rows on one data slice, capped before any compile
-        nnx.merge(graphdef, params).cfg, cache_len=cache_len, min_rows=cfg.rows(num_samples),
-        want_rows=min(max_rows, max(chunk_rows, num_samples)),
-        layout=fit_layout(devices, "policy", 1)).rows
+    rows_per_call = min(max_rows, max(chunk_rows, num_samples))
+    check_chunk_fits(nnx.merge(graphdef, params).cfg, rows=rows_per_call, cache_len=cache_len,
+                     min_rows=cfg.rows(num_samples), layout=fit_layout(devices, "policy", 1))
     per_chunk = max(1, min(p, rows_per_call // num_samples))
     # longest prompt first, ties by prompt content: chunks do not depend on the caller's order
     order = np.lexsort((*np.asarray(prompts).T[::-1], -np.asarray(prompt_len)))
