@@ -1,7 +1,7 @@
 """The main job scaled out: on device meshes set in the config (``policy.mesh`` /
 ``reward.mesh``, 8 CPU devices) and split over two processes joined by
 ``jax.distributed`` (CPU collectives through gloo, on localhost), it writes the records that
-one process on the default layout writes."""
+one process on one device writes."""
 
 from __future__ import annotations
 
@@ -101,9 +101,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_config_meshes_give_the_records_of_the_default_layout(trained, tmp_path):
+def test_config_meshes_give_the_records_of_one_device(trained, tmp_path):
     ref, meshed = tmp_path / "ref", tmp_path / "meshed"
-    _finish([_start(trained, ref, 8, "seeds=[0]")])
+    _finish([_start(trained, ref, 1, "seeds=[0]")])  # one device
     # the policy on a 2x2 mesh (MLP split in two) on devices 0-3, the PRM on 1x4 on devices 4-7
     out = _finish([_start(trained, meshed, 8, "seeds=[0]", "policy.mesh.data=2",
                           "policy.mesh.model=2", "reward.mesh.data=1", "reward.mesh.model=4",

@@ -164,6 +164,11 @@ def initialize(cfg: DistributedConfig) -> tuple[int, int]:
     return process, count
 
 
+def is_primary() -> bool:
+    """Whether this is process 0 (the one that writes the run's merged outputs)."""
+    return processes()[0] == 0
+
+
 _passed: dict[str, int] = {}  # barriers of each name this process has passed
 
 
