@@ -42,6 +42,10 @@ CASES = [
     ("run", "task=subset_sum task.max_value=0", "task.max_value"),
     ("run", "task=subset_sum task.min_numbers=2 task.max_numbers=2 task.max_value=4",
      "eval.n_problems"),
+    ("run", "task=sudoku task.max_blanks=13", "task.max_blanks"),
+    ("run", "task=sudoku task.min_blanks=8 task.max_blanks=5", "task.max_blanks"),
+    ("run", "task=sudoku task.min_blanks=1 task.max_blanks=1 eval.n_problems=2000",
+     "eval.n_problems"),
     # policy
     ("run", "policy.n_heads=0", "policy.n_heads"),
     ("run", "policy.d_model=30", "policy.d_model"),

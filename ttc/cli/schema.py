@@ -52,6 +52,7 @@ from ttc.parallel import Layout
 from ttc.tasks import TASKS, TEXT_TASKS, make_task, make_text_task
 from ttc.tasks.base import Task
 from ttc.tasks.subset_sum import count_problems
+from ttc.tasks.sudoku import count_problems as count_sudoku_problems
 from ttc.train import TrainConfig
 from ttc.train_reward import LabelConfig, val_problems
 
@@ -390,6 +391,26 @@ class SubsetSumSection:
                                              self.max_value))
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SudokuSection:
+    """``task=sudoku``: 4x4 mini-sudoku with a unique completion (:class:`ttc.tasks.SudokuTask`).
+    """
+
+    name: str = _field(choices=("sudoku",))
+    min_blanks: int = _field(ge=1, le=12)
+    max_blanks: int = _field(ge=1, le=12)
+    test_fraction: float = _field(gt=0, lt=1)
+
+    def check(self, path: str) -> None:
+        if self.max_blanks < self.min_blanks:
+            raise ConfigError(f"{path}.max_blanks must be >= {path}.min_blanks="
+                              f"{self.min_blanks}, got {self.max_blanks}")
+
+    def space(self) -> int:
+        """Distinct problems, exact (:func:`ttc.tasks.sudoku.count_problems`)."""
+        return count_sudoku_problems(self.min_blanks, self.max_blanks)
+
+
 def _existing_file(key: str, raw: str | None) -> None:
     if raw is None:
         return
@@ -441,7 +462,7 @@ class TextTaskSection:
 
 
 TASK_SECTIONS: dict[str, type] = {"arithmetic": ArithmeticSection, "graph": GraphSection,
-                                  "subset_sum": SubsetSumSection,
+                                  "subset_sum": SubsetSumSection, "sudoku": SudokuSection,
                                   **dict.fromkeys(TEXT_TASKS, TextTaskSection)}
 """The schema of each task; a registered task without one is checked by its own dataclass."""
 

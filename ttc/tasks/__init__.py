@@ -15,10 +15,11 @@ from ttc.tasks.base import INVALID_ANSWER, ProblemSet, Task, Tokenizer
 from ttc.tasks.graph import GraphWalkTask
 from ttc.tasks.hf_tokenizer import HFTokenizer, step_tables_of, stop_ids_of
 from ttc.tasks.subset_sum import SubsetSumTask
+from ttc.tasks.sudoku import SudokuTask
 from ttc.tasks.text import TEXT_TASKS, TextTask, make_text_task
 
 TASKS: dict[str, type] = {"arithmetic": ArithmeticTask, "graph": GraphWalkTask,
-                          "subset_sum": SubsetSumTask}
+                          "subset_sum": SubsetSumTask, "sudoku": SudokuTask}
 
 
 def make_task(name: str, **kwargs: Any) -> Task:
@@ -32,7 +33,7 @@ def make_task(name: str, **kwargs: Any) -> Task:
 
 __all__ = [
     "INVALID_ANSWER", "TASKS", "TEXT_TASKS", "AnswerInterner", "ArithmeticTask", "GraphWalkTask",
-    "HFTokenizer", "ProblemSet", "SubsetSumTask", "Task", "TextTask", "Tokenizer",
+    "HFTokenizer", "ProblemSet", "SubsetSumTask", "SudokuTask", "Task", "TextTask", "Tokenizer",
     "extract_answer_text", "gold_answer", "make_task", "make_text_task", "step_tables_of",
     "stop_ids_of",
 ]
