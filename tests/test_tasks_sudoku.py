@@ -18,7 +18,11 @@ from ttc.tasks.sudoku import (
     count_problems,
     unique_counts,
 )
-from ttc.testing import check_prefix_matches_steps, check_problems_deterministic
+from ttc.testing import (
+    check_main_job_on_task,
+    check_prefix_matches_steps,
+    check_problems_deterministic,
+)
 
 EXAMPLE_PROMPT = "1.3.|4.21|..42|2.13="
 EXAMPLE_SOLUTION = "a2=2;a4=4;b2=3;c1=3;c2=1;d2=4"
@@ -300,27 +304,4 @@ def test_bad_task_config():
 def test_main_job_runs_on_sudoku(tmp_path, capsys):
     """``ttc-run task=sudoku``: the config schema, training, pool methods and oracle search run
     on the task end to end (tiny sizes; verifier-free and oracle methods, no reward model)."""
-    from hydra import compose, initialize_config_dir
-
-    from ttc.cli.common import CONF_DIR
-    from ttc.cli.run import run
-
-    methods = ("methods=[{name:single},{name:majority},{name:coverage},"
-               "{name:beam,label:beam_oracle,reward:oracle,beam_width:2},"
-               "{name:particle,label:pf_oracle,reward:oracle}]")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose("config", overrides=[
-            "task=sudoku", "task.min_blanks=2", "task.max_blanks=3", "policy.d_model=32",
-            "policy.d_ff=64", "train.steps=30", "train.eval_every=15", "train.eval_problems=16",
-            "train.batch_size=32", "eval.n_problems=12", "budgets=[1,4]", "search_budgets=[4]",
-            "progress=false", methods, f"out_dir={tmp_path}/run", f"cache_dir={tmp_path}/ckpt",
-            "compilation_cache=false"])
-        res = run(cfg)
-    by = {(r["method"], r["budget"]): r for r in res.records}
-    assert set(by) == {("single", 1), ("majority", 1), ("majority", 4), ("coverage", 1),
-                       ("coverage", 4), ("beam_oracle", 4), ("pf_oracle", 4)}
-    for r in res.records:
-        assert r["config"]["task"]["name"] == "sudoku"
-        assert 0 <= r["accuracy"] <= 1 and r["flops_useful"] > 0
-        assert set(r["by_difficulty"]) <= {"2", "3"}
-    assert by[("coverage", 4)]["accuracy"] >= by[("majority", 4)]["accuracy"]
+    check_main_job_on_task(tmp_path, "sudoku", ["task.min_blanks=2", "task.max_blanks=3"])

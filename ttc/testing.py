@@ -103,3 +103,33 @@ def check_problems_deterministic(task, n: int = 80) -> None:
     np.testing.assert_array_equal(a.gold, b.gold)
     assert a.texts != c.texts
     assert len(set(a.texts)) == n
+
+
+def check_main_job_on_task(tmp_path, name: str, sizes: list[str]) -> None:
+    """``ttc-run task=NAME`` end to end at tiny sizes (``sizes``: the task's overrides, giving
+    difficulties 2 and 3): the config schema, training, pool methods and oracle search run on
+    the task and write sane records (verifier-free and oracle methods, no reward model)."""
+    from hydra import compose, initialize_config_dir
+
+    from ttc.cli.common import CONF_DIR
+    from ttc.cli.run import run
+
+    methods = ("methods=[{name:single},{name:majority},{name:coverage},"
+               "{name:beam,label:beam_oracle,reward:oracle,beam_width:2},"
+               "{name:particle,label:pf_oracle,reward:oracle}]")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose("config", overrides=[
+            f"task={name}", *sizes, "policy.d_model=32", "policy.d_ff=64", "train.steps=30",
+            "train.eval_every=15", "train.eval_problems=16", "train.batch_size=32",
+            "eval.n_problems=12", "budgets=[1,4]", "search_budgets=[4]", "progress=false",
+            methods, f"out_dir={tmp_path}/run", f"cache_dir={tmp_path}/ckpt",
+            "compilation_cache=false"])
+        res = run(cfg)
+    by = {(r["method"], r["budget"]): r for r in res.records}
+    assert set(by) == {("single", 1), ("majority", 1), ("majority", 4), ("coverage", 1),
+                       ("coverage", 4), ("beam_oracle", 4), ("pf_oracle", 4)}
+    for r in res.records:
+        assert r["config"]["task"]["name"] == name
+        assert 0 <= r["accuracy"] <= 1 and r["flops_useful"] > 0
+        assert set(r["by_difficulty"]) <= {"2", "3"}
+    assert by[("coverage", 4)]["accuracy"] >= by[("majority", 4)]["accuracy"]
