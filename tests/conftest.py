@@ -9,6 +9,15 @@ import tempfile
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+# The suite is bound by XLA compile time of tiny programs. Tests (and the processes they start,
+# which inherit this) compile with most optimisations off (`jax_disable_most_optimizations`:
+# LLVM at -O0, no expensive passes), which cuts compile time by about a third; the programs'
+# run time barely matters at these sizes. Floating-point semantics are kept (no fast-math),
+# and every test compares its paths under the same setting. The one thing it changes is the
+# last bit of a sum compiled in two different programs: tests that compare two programs bit
+# for bit use the `product_compile` fixture. `JAX_DISABLE_MOST_OPTIMIZATIONS=0 pytest` compiles
+# every test as the product does.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # One JAX persistent compilation cache for the whole test session: the xdist workers and the
 # `ttc-run` subprocesses the tests start compile the same tiny programs again and again, and
 # the suite is bound by XLA compile time. A new directory per session (made here, in the
@@ -33,6 +42,23 @@ def pytest_xdist_auto_num_workers(config) -> int:
     the suite in a little over half the time; more than 4 would mostly repeat the session
     fixtures (each worker trains its own tiny models)."""
     return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+@pytest.fixture(scope="module")
+def product_compile():
+    """Compiles with every optimisation on, as the product does, for the tests of one module
+    that compare two different XLA programs bit for bit (a jitted loop and the same steps
+    jitted one by one): at LLVM -O0 such programs may round a sum's last bit differently.
+    Clears JAX's in-memory caches on entry and exit, so no program compiled under the other
+    setting is reused."""
+    import jax
+
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    jax.clear_caches()
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+    jax.clear_caches()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ from ttc.search.loop import SearchConfig, run_search
 from ttc.tasks.base import answers_on_host
 
 SP = SamplingParams.make(1.0)
+# the host path and the jitted loop are different programs that must agree bit for bit
+pytestmark = pytest.mark.usefixtures("product_compile")
 
 
 @pytest.fixture(scope="module")
