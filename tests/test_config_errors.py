@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from test_run import TINY
 
 from ttc.cli import train as train_cli
-from ttc.cli.common import CONF_DIR
+from ttc.cli.common import CONF_DIR, VERSION_BASE
 from ttc.cli.reproduce import reproduce
 from ttc.cli.run import run
 from ttc.cli.schema import TASK_SECTIONS, RunConfig, validate
@@ -165,7 +165,7 @@ def _compose(paths, overrides: str):
     extra = overrides.split()
     for name, path in paths.items():
         extra = [o.replace(f"{{{name}}}", str(path)) for o in extra]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         return compose("config", overrides=[f"out_dir={paths['tmp']}/run",
                                             f"cache_dir={paths['tmp']}/ckpt", *extra])
 
@@ -198,7 +198,7 @@ def test_at_least_forty_mistakes_across_every_group():
 
 
 def _cfg(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         return compose("config", overrides=[*overrides, f"out_dir={tmp_path}/run",
                                             f"cache_dir={tmp_path}/ckpt"])
 
@@ -281,9 +281,9 @@ _VALIDATE_WITHOUT_JAX = """
 import sys
 from hydra import compose, initialize_config_dir
 from jax._src import xla_bridge
-from ttc.cli.common import CONF_DIR
+from ttc.cli.common import CONF_DIR, VERSION_BASE
 from ttc.cli.schema import validate
-with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
     validate(compose("config", overrides=sys.argv[1:]))
 assert not xla_bridge.backends_are_initialized(), "validation initialised JAX"
 """

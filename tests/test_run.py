@@ -7,7 +7,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ttc.cli.common import CONF_DIR
+from ttc.cli.common import CONF_DIR, VERSION_BASE
 from ttc.cli.run import run
 from ttc.cli.train import run as train
 
@@ -22,7 +22,7 @@ TINY = [
 
 
 def _cfg(tmp_path, *extra):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         return compose("config", overrides=[*TINY, f"out_dir={tmp_path}/run",
                                             f"cache_dir={tmp_path}/ckpt", *extra])
 
@@ -108,12 +108,13 @@ def test_unknown_method_group_is_a_hydra_error(tmp_path):
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "method" in proc.stderr
+    assert "Warning" not in proc.stderr  # e.g. Hydra's version_base deprecation (VERSION_BASE)
 
 
 def test_reproduce_writes_a_claim_report(tmp_path, capsys):
     from ttc.cli.reproduce import reproduce
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         cfg = compose("config", overrides=[
             "+experiment=verifier_free", *TINY, f"out_dir={tmp_path}/run",
             f"cache_dir={tmp_path}/ckpt",

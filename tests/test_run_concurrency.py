@@ -10,7 +10,7 @@ import sys
 from hydra import compose, initialize_config_dir
 from test_run import TINY
 
-from ttc.cli.common import CONF_DIR
+from ttc.cli.common import CONF_DIR, VERSION_BASE
 from ttc.cli.train import run as train
 
 # verifier-free and oracle methods only: no reward model to train, 14 cells
@@ -23,7 +23,7 @@ WRITERS = 3
 def test_concurrent_runs_compute_every_cell_once(tmp_path, capsys):
     args = [*TINY, METHODS, "search_budgets=[2,4]", f"cache_dir={tmp_path}/ckpt",
             f"out_dir={tmp_path}/run", "compilation_cache=false"]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         train(compose("config", overrides=args))   # the policy, cached for the writers
     capsys.readouterr()
     procs = [subprocess.Popen([sys.executable, "-m", "ttc.cli.run", *args, "host_devices=1"],

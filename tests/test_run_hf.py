@@ -13,7 +13,7 @@ import transformers
 from hydra import compose, initialize_config_dir
 from test_text_tasks import _bpe, _lines
 
-from ttc.cli.common import CONF_DIR
+from ttc.cli.common import CONF_DIR, VERSION_BASE
 from ttc.cli.run import run
 
 
@@ -50,7 +50,7 @@ def test_file(tmp_path_factory):
 
 
 def _cfg(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         return compose("config", overrides=[f"out_dir={tmp_path}/run",
                                             f"cache_dir={tmp_path}/ckpt", "progress=false",
                                             *overrides])

@@ -19,7 +19,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from test_run import TINY
 
-from ttc.cli.common import CONF_DIR
+from ttc.cli.common import CONF_DIR, VERSION_BASE
 from ttc.cli.train import run as train
 
 # pool methods, one with the learned PRM, and step-level searches with the PRM and the oracle
@@ -39,7 +39,7 @@ def trained(tmp_path_factory) -> list[str]:
     args = [*TINY, "task.modulus=5", "train.steps=250", "train.batch_size=64",
             "train.eval_every=50", METHODS, "seeds=[0,1]", "search_budgets=[2,4]",
             f"cache_dir={tmp}/ckpt", "compilation_cache=false"]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         train(compose("config", overrides=args))
     return args
 

@@ -18,7 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from test_run import TINY
 
-from ttc.cli.common import CONF_DIR
+from ttc.cli.common import CONF_DIR, VERSION_BASE
 from ttc.cli.train import run as train
 from ttc.plots import frontier_rows
 
@@ -47,7 +47,7 @@ def test_local_parallel_sweep_fills_one_store(tmp_path, capsys):
     store = tmp_path / "store"
     args = [*TINY, METHODS, f"cache_dir={tmp_path}/ckpt", f"out_dir={store}",
             "compilation_cache=false"]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         train(compose("config", overrides=args))   # the policy, cached for the jobs
     capsys.readouterr()
     t0 = time.time()
@@ -112,7 +112,7 @@ def test_sweep_rejects_an_unknown_launcher(tmp_path):
 
 
 def _hydra_cfg(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         return compose("config", overrides=[f"out_dir={tmp_path}/store", *overrides],
                        return_hydra_config=True)
 
@@ -127,7 +127,7 @@ def test_launcher_presets_pass_precheck_and_the_schema(tmp_path):
         cfg = _hydra_cfg(tmp_path, *overrides)
         assert cfg.hydra.launcher.timeout_min == 30
         assert cfg.hydra.launcher._target_.endswith(target)
-        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
             validate(compose("config", overrides=overrides))   # the job's config, as Hydra's
         precheck(["-m", *overrides, "seeds=[0],[1]"], "run")   # returns: nothing to report
         with pytest.raises(SystemExit) as stop:   # while a mistake in one point is reported

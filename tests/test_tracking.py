@@ -8,12 +8,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from test_run import TINY
 
-from ttc.cli.common import CONF_DIR
+from ttc.cli.common import CONF_DIR, VERSION_BASE
 from ttc.tracking import WandbMirror, job_name
 
 
 def _compose(*overrides: str, hydra: bool = False):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 

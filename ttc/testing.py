@@ -111,13 +111,13 @@ def check_main_job_on_task(tmp_path, name: str, sizes: list[str]) -> None:
     the task and write sane records (verifier-free and oracle methods, no reward model)."""
     from hydra import compose, initialize_config_dir
 
-    from ttc.cli.common import CONF_DIR
+    from ttc.cli.common import CONF_DIR, VERSION_BASE
     from ttc.cli.run import run
 
     methods = ("methods=[{name:single},{name:majority},{name:coverage},"
                "{name:beam,label:beam_oracle,reward:oracle,beam_width:2},"
                "{name:particle,label:pf_oracle,reward:oracle}]")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         cfg = compose("config", overrides=[
             f"task={name}", *sizes, "policy.d_model=32", "policy.d_ff=64", "train.steps=30",
             "train.eval_every=15", "train.eval_problems=16", "train.batch_size=32",

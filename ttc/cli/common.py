@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ttc.cli.schema import CONF_DIR, policy_file, validate
+from ttc.cli.schema import CONF_DIR, VERSION_BASE, policy_file, validate
 from ttc.errors import ConfigError
 from ttc.models import TransformerConfig
 from ttc.tasks.base import Task
@@ -88,7 +88,7 @@ def hydra_entry(run: Callable[[DictConfig], object], command: str) -> Callable[[
     after :func:`precheck` of the command line (``command``: ``run|train|reproduce``)."""
     import hydra
 
-    @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+    @hydra.main(**VERSION_BASE, config_path=CONF_DIR, config_name="config")
     def _main(cfg: DictConfig) -> None:
         run(cfg)
 
@@ -142,7 +142,7 @@ def _sweep_points(overrides: list[str]) -> list[list[str]]:
 def _compose(points: list[list[str]]) -> list[DictConfig]:
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONF_DIR, **VERSION_BASE):
         return [compose("config", overrides=p) for p in points]
 
 

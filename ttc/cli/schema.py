@@ -85,6 +85,19 @@ def _conf_dir() -> Path:
 CONF_DIR = str(_conf_dir())
 
 
+def _version_base() -> dict[str, None]:
+    import hydra
+
+    major, minor = (int(x) for x in hydra.__version__.split(".")[:2])
+    return {"version_base": None} if (major, minor) < (1, 4) else {}
+
+
+VERSION_BASE = _version_base()
+"""Keyword arguments for ``hydra.main`` / ``initialize_config_dir``: the installed Hydra's own
+defaults. Hydra 1.2-1.3 need ``version_base=None`` for that (omitting it warns and selects 1.1
+behaviour); Hydra 1.4 deprecates the argument, and omitting it means the same."""
+
+
 # ---- field rules and the generic parser ---------------------------------------------------
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
