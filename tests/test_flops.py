@@ -85,6 +85,12 @@ def test_pool_ledger_of_the_sampler(task, tiny_policy):
     assert (s.prefill_tokens >= ps.prompt_len).all()
     np.testing.assert_allclose(s.prefill_ctx, s.prefill_tokens.astype(float) ** 2)
     assert s.executed_row_steps.sum() % 8 == 0
+    # the sampler's context counter is the closed form of the ledger (no windows here), so the
+    # verifier's pool ledger, which recomputes it for its own windows, charges the same
+    plen = np.repeat(ps.prompt_len[:, None], 4, 1)
+    np.testing.assert_array_equal(
+        np.asarray(F.context_sum(tiny_policy.cfg, plen, s.useful_tokens), np.float32),
+        s.useful_ctx)
     for k in (1, 4):
         led = pool_ledger(tiny_policy.cfg, s, ps, k)
         for c in led.useful:

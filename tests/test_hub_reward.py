@@ -323,10 +323,11 @@ def test_empty_inputs(rewards):
 
 
 def _fpt(rm: HubReward, context: int) -> float:
-    """The ledger formula without the LM head (the trunk never runs it)."""
+    """The ledger formula without the LM head (the trunk never runs it); a sliding-window layer
+    attends at most its window (the Math-Shepherd model here is a Mistral with window 24)."""
     cfg = rm.cfg
-    return (2.0 * (cfg.matmul_params - cfg.d_model * cfg.vocab_size)
-            + 4.0 * cfg.n_layers * cfg.d_attn * context)
+    seen = sum(context if w is None else min(context, w) for w in cfg.windows)
+    return 2.0 * (cfg.matmul_params - cfg.d_model * cfg.vocab_size) + 4.0 * cfg.d_attn * seen
 
 
 def _executed(rm: HubReward, tok, problems) -> float:
@@ -442,3 +443,24 @@ def test_session_scores_growing_solutions_as_whole_texts(case, rewards):
             text = [text[i] for i in idx]
     assert session.flops.rows > 0 and session.peek_flops.rows > 0
     assert 0 < session.flops.useful <= session.flops.executed < whole
+
+
+def test_reward_cost_counts_sliding_windows():
+    """The HF reward models' ledger view charges a suffix of tokens at each layer's windowed
+    context (a Mistral/Gemma 3 reward model), token by token, and per token as the policy
+    config does."""
+    from ttc.hub.reward import _Cost
+    from ttc.models.llama import LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=50, d_model=16, n_layers=2, n_heads=2, n_kv_heads=1,
+                      head_dim=8, d_ff=32, sliding_window=3,
+                      layer_types=("sliding_attention", "full_attention"))
+    cost = _Cost(matmul_params=cfg.matmul_params, n_layers=2, d_attn=cfg.d_attn,
+                 head_params=0, windows=cfg.windows)
+    for c in (1, 3, 9):
+        assert cost.flops_per_token(c) == cfg.flops_per_token(c)
+    assert cost.suffix(2, 7) == pytest.approx(sum(cfg.flops_per_token(p + 1)
+                                                  for p in range(2, 7)), rel=1e-12)
+    plain = _Cost(matmul_params=cfg.matmul_params, n_layers=2, d_attn=cfg.d_attn,
+                  head_params=0, windows=(None, None))
+    assert cost.suffix(2, 7) < plain.suffix(2, 7)

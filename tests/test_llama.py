@@ -22,6 +22,7 @@ import torch
 import transformers as T
 from flax import nnx
 
+from ttc.checkpoint import LoadedModel
 from ttc.hub.hf import load_hf
 from ttc.models import Policy, PolicyConfig, config_from_dict, config_to_dict, create, family_of
 from ttc.models.llama import Llama, LlamaConfig, rope_inv_freq
@@ -304,3 +305,79 @@ def test_attention_softcap():
     plain = run(None)
     assert np.abs(run(1e6) - plain).max() < 1e-5
     assert np.abs(run(0.1) - plain).max() > 1e-2
+
+
+def _attended(cfg: LlamaConfig, start: int, n: int) -> float:
+    """Token by token: positions ``start .. start + n - 1``, each attending the layers' mean of
+    ``min(position + 1, window)``."""
+    return sum(np.mean([min(p + 1, w or p + 1) for w in cfg.windows])
+               for p in range(start, start + n))
+
+
+def _windowed(window: int = 3) -> LlamaConfig:
+    return LlamaConfig(vocab_size=100, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2,
+                       head_dim=16, d_ff=48, sliding_window=window,
+                       layer_types=("sliding_attention", "full_attention", "sliding_attention"))
+
+
+def test_context_sums_count_each_layers_window():
+    """``ttc.flops.context_sum`` (the ledger's attended positions) against a token-by-token sum
+    of ``flops_per_token``, on NumPy, in jit, and for a config without windows."""
+    from ttc import flops as F
+
+    cfg = _windowed()
+    rng = np.random.default_rng(0)
+    start, n = rng.integers(0, 12, 40), rng.integers(0, 9, 40)
+    per_unit = 4.0 * cfg.n_layers * cfg.d_attn
+    brute = np.array([sum(cfg.flops_per_token(p + 1) - 2.0 * cfg.matmul_params
+                          for p in range(s, s + k)) / per_unit
+                      for s, k in zip(start, n, strict=True)])
+    np.testing.assert_allclose(brute, [_attended(cfg, s, k) for s, k in zip(start, n, strict=True)],
+                               rtol=1e-12)
+    np.testing.assert_allclose(F.context_sum(cfg, start, n), brute, rtol=1e-12)
+    jitted = jax.jit(lambda s, k: F.context_sum(cfg, s, k))(jnp.asarray(start), jnp.asarray(n))
+    np.testing.assert_allclose(np.asarray(jitted), brute, rtol=1e-6)
+    plain = dataclasses.replace(cfg, sliding_window=None, layer_types=None)
+    assert plain.windows == (None, None, None)
+    np.testing.assert_array_equal(F.context_sum(plain, start, n),
+                                  [sum(range(s + 1, s + k + 1))
+                                   for s, k in zip(start, n, strict=True)])
+    assert F.prefill_useful(cfg, 7) == sum(cfg.flops_per_token(c) for c in range(1, 8))
+
+
+def test_sampler_and_search_ledgers_count_windows(small_task):
+    """A windowed policy's pool and a windowed PRM's search scoring charge each generated token
+    at its windowed context: the pool's ``useful_ctx`` equals the sum over each sample's tokens
+    (prompt ``+ i``) of the layers' mean ``min(position + 1, window)``, which is less than the
+    unwindowed sum once solutions pass the window; and the search loop's decode and PRM
+    scoring charge their tokens the same way."""
+    from ttc import flops as F
+    from ttc import rewards as R
+    from ttc.decode import SamplingParams, generate_solutions
+    from ttc.testing import run_search_steps
+
+    task = small_task
+    cfg = dataclasses.replace(_windowed(), vocab_size=task.tokenizer.vocab_size,
+                              max_len=task.max_prompt_len + task.max_solution_len)
+    policy = LoadedModel.from_module(create(cfg, seed=0))
+    ps = task.problems(4, seed=0, split="test")
+    s = generate_solutions(policy.graphdef, policy.params, task, ps.prompts, ps.prompt_len,
+                           num_samples=3, sampling=SamplingParams.make(1.0),
+                           key=jax.random.key(0))
+    plen = np.repeat(ps.prompt_len[:, None], 3, 1)
+    n = s.useful_tokens
+    assert (n > 0).all() and (plen + n > cfg.sliding_window).all()
+    want = [_attended(cfg, lp, k) for lp, k in zip(plen.ravel(), n.ravel(), strict=True)]
+    np.testing.assert_allclose(s.useful_ctx.ravel(), want, rtol=1e-6)
+    assert (s.useful_ctx < plen * n + n * (n + 1) / 2).all()
+    prm = LoadedModel.from_module(create(dataclasses.replace(cfg, head="scalar"), seed=1))
+    spec = R.RewardSpec(kind="prm", graphdef=prm.graphdef, window=task.max_step_len)
+    # the search loop's propose+score (no selection, so every row keeps its own tokens): the
+    # policy's decode and the PRM's incremental scoring both charge the windowed contexts
+    st, _ = run_search_steps(policy, spec, prm.params, task, ps, 3, jax.random.key(1), steps=3)
+    rows_plen = np.repeat(ps.prompt_len, 3)
+    for work, length in ((st.dec.useful_ctx, st.dec.length), (st.rew.useful_ctx, st.rew.length)):
+        length = np.asarray(length)
+        assert (length - rows_plen > 0).all() and (length > cfg.sliding_window).all()
+        np.testing.assert_allclose(work, F.context_sum(cfg, rows_plen, length - rows_plen),
+                                   rtol=1e-6)

@@ -31,6 +31,7 @@ from flax import nnx, struct
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from tqdm.auto import tqdm
 
+from ttc import flops as F
 from ttc.memory import plan_rows
 from ttc.models.interface import Cache
 from ttc.parallel import Layout, fetch, fit_layout, on_layout, over_rows
@@ -227,6 +228,13 @@ def _apply(graphdef, params, tokens, write_pos, cache):
     return model(tokens, cache=cache, write_pos=write_pos)
 
 
+def _attended(graphdef, params) -> Callable[[Array], Array]:
+    """``pos -> `` the positions a token written at ``pos`` attends, for the FLOP ledger
+    (:func:`ttc.flops.context_sum`: ``pos + 1``, or less in sliding-window layers)."""
+    cfg = nnx.merge(graphdef, params).cfg
+    return lambda pos: F.context_sum(cfg, pos, 1)
+
+
 def prefill(
     graphdef: nnx.GraphDef,
     params: nnx.State,
@@ -325,6 +333,7 @@ def decode_with(
     b, t = state.tokens.shape
     rows = jnp.arange(b)
     cap = t if max_steps is None else max_steps
+    attended = _attended(graphdef, params)
 
     def cond(carry):
         _, _, stopped, it = carry
@@ -363,7 +372,7 @@ def decode_with(
             logprob=logprob,
             done=done,
             useful_tokens=st.useful_tokens + active.astype(jnp.int32),
-            useful_ctx=st.useful_ctx + jnp.where(active, pos + 1, 0).astype(jnp.float32),
+            useful_ctx=st.useful_ctx + jnp.where(active, attended(pos), 0).astype(jnp.float32),
             executed_steps=st.executed_steps + 1,
             key=key,
         )
@@ -483,6 +492,7 @@ def _generate_local(graphdef, params, prompts, prompt_len, problem_id, n_valid, 
     pcache, plast, run_len = _prefill_grouped(graphdef, params, prompts, prompt_len, group=group)
     ptokens = jnp.zeros((p, t), jnp.int32).at[:, :lp].set(prompts)
     rows = jnp.arange(b)
+    attended = _attended(graphdef, params)
 
     # one spare row (index q_total) takes the writes of slots that hold no sample
     outs = dict(
@@ -561,7 +571,7 @@ def _generate_local(graphdef, params, prompts, prompt_len, problem_id, n_valid, 
             loglik=st.loglik + jnp.where(active, lp_tok, 0.0),
             done=st.done | (active & stops.is_eos(nxt)) | (length >= t),
             useful_tokens=st.useful_tokens + active.astype(jnp.int32),
-            useful_ctx=st.useful_ctx + jnp.where(active, pos + 1, 0).astype(jnp.float32),
+            useful_ctx=st.useful_ctx + jnp.where(active, attended(pos), 0).astype(jnp.float32),
             row_steps=st.row_steps + occupied.astype(jnp.int32),
             key=keys[:, 0],
             idle_steps=st.idle_steps + (~occupied).sum(),

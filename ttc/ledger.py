@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ttc import flops as F
 from ttc.decode import Samples
 from ttc.flops import Ledger
@@ -64,7 +66,11 @@ def pool_reward_ledger(led: Ledger, src: RewardSource, scored: PoolScores,
         return
     led.add("reward_prefill", F.prefill_useful(src.cfg, problems.prompt_len).mean(),
             scored.prefill_executed.mean())
-    dec = F.decode_useful(src.cfg, samples.useful_tokens, samples.useful_ctx).mean()
+    # each sample's tokens at the verifier's own attended context (its sliding windows, if
+    # any, not the policy's); without windows this equals the sampler's useful_ctx exactly
+    ctx = F.context_sum(src.cfg, np.asarray(problems.prompt_len)[:, None].astype(np.int64),
+                        np.asarray(samples.useful_tokens, np.int64))
+    dec = F.decode_useful(src.cfg, samples.useful_tokens, np.asarray(ctx, np.float32)).mean()
     led.add("reward", k * dec, k * scored.executed.mean())
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from flax import nnx, struct
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from ttc import flops as F
 from ttc.models.interface import Cache
 from ttc.models.reward import LogProbCarry, score_logits
 from ttc.tasks.base import answers_on_host
@@ -363,7 +364,9 @@ def score_new_tokens(
     if spec.kind == "orm":  # an ORM only judges finished solutions
         fin = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
         score = jnp.where(stop_rule(task.tokenizer).is_eos(fin), score, 0.5)
-    ctx = (rs.length + 1) * n_new + n_new * (n_new - 1) // 2  # sum of contexts of new tokens
+    # positions attended by the new tokens, for the FLOP ledger (fewer in sliding windows)
+    rcfg = nnx.merge(spec.graphdef, params).cfg if spec.graphdef is not None else None
+    ctx = F.context_sum(rcfg, rs.length, n_new)
     rs = rs.replace(cache=cache, length=length,
                     useful_tokens=rs.useful_tokens + n_new,
                     useful_ctx=rs.useful_ctx + ctx.astype(jnp.float32), calls=calls)

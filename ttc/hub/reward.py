@@ -207,14 +207,19 @@ class _Cost:
     n_layers: int
     d_attn: int
     head_params: int
+    windows: tuple[int | None, ...] = ()  # per layer: a sliding window or None
 
     def flops_per_token(self, context: int | float) -> float:
-        return ledger_flops_per_token(self.matmul_params, self.n_layers, self.d_attn, context)
+        """As the policy config's: a sliding-window layer is charged at most its window."""
+        seen = sum(context if w is None else min(context, w) for w in self.windows)
+        mean = seen / len(self.windows) if self.windows else context
+        return ledger_flops_per_token(self.matmul_params, self.n_layers, self.d_attn, mean)
 
     def suffix(self, start: int, end: int) -> float:
-        """Tokens ``start .. end - 1`` each attending to its own ``position + 1`` slots."""
+        """Tokens ``start .. end - 1`` each attending to its own ``position + 1`` slots (fewer
+        in sliding-window layers: :func:`ttc.flops.context_sum`)."""
         n = end - start
-        return float(ledger.forward_flops(self, n, n * start + n * (n + 1) / 2))
+        return float(ledger.forward_flops(self, n, ledger.context_sum(self, start, n)))
 
     def heads(self, reads: int) -> float:
         return 2.0 * self.head_params * reads
@@ -397,7 +402,7 @@ class HubReward:
         head = {"lm_pair": 2 * d, "process": d * d + 2 * d, "classifier": d * self.spec.labels}
         return _Cost(matmul_params=self.cfg.matmul_params - d * self.cfg.out_dim,
                      n_layers=self.cfg.n_layers, d_attn=self.cfg.d_attn,
-                     head_params=head[self.spec.kind])
+                     head_params=head[self.spec.kind], windows=self.cfg.windows)
 
     def score(self, problems: Sequence[tuple[str, Sequence[Sequence[str]]]], *,
               share_prefix: bool = True) -> list[list[np.ndarray]]:
