@@ -7,9 +7,8 @@ Gemma 3's local layers) ``c`` is the layers' mean of ``min(c, window)``: what
 :func:`context_sum` adds up. Every function takes a model config of the policy interface
 (:class:`ttc.models.interface.PolicyConfig`) and reads only ``matmul_params``, ``n_layers``,
 ``d_attn``, ``windows`` (if the family has them) and ``flops_per_token`` (which equals the
-formula). Costs are kept per
-component (policy prefill, policy decode, reward-model scoring, lookahead rollouts) and in two
-totals:
+formula). Costs are kept per component (policy prefill, policy decode, reward-model scoring,
+lookahead rollouts) and in two totals:
 
 * **useful**: tokens that belong to a sample, each at its own context length;
 * **executed**: what the batched loop computed: every row (finished, empty or padding included)
