@@ -6,7 +6,6 @@ report's shape and that measured throughputs are positive.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -16,17 +15,14 @@ from pathlib import Path
 import pytest
 
 from ttc import registry as REG
+from ttc.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "scripts" / "bench.py"
 
 
 def _load_bench():
-    spec = importlib.util.spec_from_file_location("ttc_scripts_bench", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench")
 
 
 def _check_report(report: dict, *, hf_expected: bool | None,
@@ -164,15 +160,10 @@ def test_bench_real_skips_without_the_model(tmp_path, monkeypatch, capsys):
 
 
 # ---- scripts/bench_gpu.py: the accelerator benchmark's code paths, at --quick sizes ----------
-BENCH_GPU = ROOT / "scripts" / "bench_gpu.py"
 
 
 def _load_bench_gpu():
-    spec = importlib.util.spec_from_file_location("ttc_scripts_bench_gpu", BENCH_GPU)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_gpu")
 
 
 def _finite_positive(row: dict, keys: tuple[str, ...]) -> None:

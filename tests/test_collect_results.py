@@ -1,21 +1,17 @@
 """scripts/collect_results.py: reports found under outputs/ replace their sections; sections of
 claims not re-run are kept from the existing document, marked as carried over."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "collect_results.py"
+from ttc.testing import load_script
 
 
 @pytest.fixture()
 def collect():
-    spec = importlib.util.spec_from_file_location("collect_results", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("collect_results")
 
 
 def _report(out: Path, name: str, claim: str, task: str, held: bool, body: str) -> None:

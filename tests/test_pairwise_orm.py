@@ -3,23 +3,14 @@ position it reads."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 
+from ttc.testing import load_script
 from ttc.train_reward import StepDataset
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pairwise_orm.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("ttc_scripts_pairwise_orm", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("pairwise_orm")
 
 
 def test_pairwise_loss_is_the_mean_over_right_wrong_pairs():

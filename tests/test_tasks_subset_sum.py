@@ -208,13 +208,9 @@ def test_main_job_runs_on_subset_sum(tmp_path, capsys):
 def test_error_analysis_script_sorts_solutions(task):
     """scripts/subset_sum_errors.py: gold solutions have every sum right; a fudged last sum that
     lands on the target, or a wrong number, is caught."""
-    import importlib.util
-    from pathlib import Path
+    from ttc.testing import load_script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "subset_sum_errors.py"
-    spec = importlib.util.spec_from_file_location("ttc_scripts_subset_sum_errors", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("subset_sum_errors")
     ps = task.problems(30, seed=4, split="test")
     for i in range(len(ps)):
         nums, target = task.parse_prompt(ps.texts[i])

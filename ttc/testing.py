@@ -4,6 +4,10 @@ which is not a package)."""
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
+import types
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -133,3 +137,17 @@ def check_main_job_on_task(tmp_path, name: str, sizes: list[str]) -> None:
         assert 0 <= r["accuracy"] <= 1 and r["flops_useful"] > 0
         assert set(r["by_difficulty"]) <= {"2", "3"}
     assert by[("coverage", 4)]["accuracy"] >= by[("majority", 4)]["accuracy"]
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+"""The repository's ``scripts/`` (a source checkout; scripts are not installed)."""
+
+
+def load_script(name: str) -> types.ModuleType:
+    """Imports ``scripts/<name>.py`` as the module ``ttc_scripts_<name>`` (registered in
+    ``sys.modules``: dataclasses look their module up while a class is built)."""
+    spec = importlib.util.spec_from_file_location(f"ttc_scripts_{name}", SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
