@@ -211,9 +211,8 @@ class _Cost:
 
     def flops_per_token(self, context: int | float) -> float:
         """As the policy config's: a sliding-window layer is charged at most its window."""
-        seen = sum(context if w is None else min(context, w) for w in self.windows)
-        mean = seen / len(self.windows) if self.windows else context
-        return ledger_flops_per_token(self.matmul_params, self.n_layers, self.d_attn, mean)
+        return ledger_flops_per_token(self.matmul_params, self.n_layers, self.d_attn, context,
+                                      self.windows)
 
     def suffix(self, start: int, end: int) -> float:
         """Tokens ``start .. end - 1`` each attending to its own ``position + 1`` slots (fewer

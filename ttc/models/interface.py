@@ -62,10 +62,17 @@ HEADS = ("lm", "scalar", "lm_value")
 
 
 def ledger_flops_per_token(
-    matmul_params: int, n_layers: int, d_attn: int, context: int | float
+    matmul_params: int, n_layers: int, d_attn: int, context: int | float,
+    windows: tuple[int | None, ...] = (),
 ) -> float:
-    """``2 * matmul_params + 4 * n_layers * d_attn * context``: forward FLOPs of one token."""
-    return 2.0 * matmul_params + 4.0 * n_layers * d_attn * context
+    """``2 * matmul_params + 4 * n_layers * d_attn * context``: forward FLOPs of one token.
+
+    With ``windows`` (per layer a sliding window or ``None``), a layer attends at most its
+    window: ``2 * matmul_params + 4 * d_attn * sum_l min(context, window_l)``."""
+    if not windows:
+        return 2.0 * matmul_params + 4.0 * n_layers * d_attn * context
+    seen = sum(context if w is None else min(context, w) for w in windows)
+    return 2.0 * matmul_params + 4.0 * d_attn * seen
 
 
 def default_positions(

@@ -46,7 +46,13 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
-from ttc.models.interface import HEADS, Cache, LayerCache, default_positions
+from ttc.models.interface import (
+    HEADS,
+    Cache,
+    LayerCache,
+    default_positions,
+    ledger_flops_per_token,
+)
 from ttc.models.reward import N_FEATURES
 
 __all__ = ["ACTIVATIONS", "HF_FAMILIES", "LAYER_TYPES", "ROPE_TYPES", "Llama", "LlamaConfig",
@@ -239,8 +245,8 @@ class LlamaConfig:
         """Forward FLOPs of one token attending to ``context`` positions:
         ``2 * matmul_params + 4 * d_attn * sum_l min(context, window_l)`` (the ledger formula of
         :mod:`ttc.models.interface` when no window is shorter than ``context``)."""
-        seen = sum(context if w is None else min(context, w) for w in self.windows)
-        return 2.0 * self.matmul_params + 4.0 * self.d_attn * seen
+        return ledger_flops_per_token(self.matmul_params, self.n_layers, self.d_attn, context,
+                                      self.windows)
 
     def init_cache(self, batch: int, length: int, dtype=None) -> Cache:
         """A zero cache of ``length`` slots for ``batch`` rows: per layer ``(k, v)`` of
